@@ -1,0 +1,7 @@
+"""``python -m sasrec``."""
+
+import sys
+
+from sasrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,21 @@
+"""User-facing errors: the command line prints their message on one line and exits non-zero."""
+
+
+class SasrecError(Exception):
+    """Base class of every error caused by input, configuration or missing files."""
+
+
+class DataValidationError(SasrecError, ValueError):
+    """A KuaiRec or SASRec-format file does not match its schema (file, column, rows and an example)."""
+
+
+class ConfigError(SasrecError, ValueError):
+    """A parameter or command-line flag has an invalid value."""
+
+
+class MissingDataError(SasrecError, FileNotFoundError):
+    """An input file or prepared artifact is missing."""
+
+
+class CheckpointMismatchError(SasrecError, ValueError):
+    """A checkpoint was trained on a different dataset (fingerprint or id maps differ)."""
