@@ -38,7 +38,9 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of parameter: value, got {type(loaded).__name__}")
+        raise ConfigError(
+            f"config file {p} must hold a mapping of parameter: value, got {type(loaded).__name__}"
+        )
     return loaded
 
 

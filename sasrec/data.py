@@ -35,7 +35,13 @@ EVENT_COLUMNS = {
     "split_leave_last_n": "int8",
     "split_leave_one_out": "int8",
 }
-LABEL_COLUMNS = {"user": "int32", "item": "int32", "watch_ratio": "float32", "liked": "bool", "relevant": "bool"}
+LABEL_COLUMNS = {
+    "user": "int32",
+    "item": "int32",
+    "watch_ratio": "float32",
+    "liked": "bool",
+    "relevant": "bool",
+}
 
 
 def split_column(split: str) -> str:
@@ -219,7 +225,12 @@ def _target_matrices(
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Build aligned (targets, relevant) CSR matrices; repeats keep the max watch_ratio / any relevant."""
     frame = pd.DataFrame(
-        {"r": row_of_user[users], "i": items, "w": watch_ratio.astype(np.float32), "rel": relevant.astype(np.float32)}
+        {
+            "r": row_of_user[users],
+            "i": items,
+            "w": watch_ratio.astype(np.float32),
+            "rel": relevant.astype(np.float32),
+        }
     )
     agg = frame.groupby(["r", "i"], sort=True).agg(w=("w", "max"), rel=("rel", "max")).reset_index()
     if exclude is not None and len(agg):
@@ -230,7 +241,9 @@ def _target_matrices(
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
     targets = sp.csr_matrix((agg["w"].to_numpy(dtype=np.float32), i, indptr), shape=(n_rows, n_cols))
-    rel = sp.csr_matrix((agg["rel"].to_numpy(dtype=np.float32), i.copy(), indptr.copy()), shape=(n_rows, n_cols))
+    rel = sp.csr_matrix(
+        (agg["rel"].to_numpy(dtype=np.float32), i.copy(), indptr.copy()), shape=(n_rows, n_cols)
+    )
     return targets, rel
 
 
@@ -260,7 +273,9 @@ def build_eval_task(
     history_full = data.interaction_matrix(history_mask)
     history = history_full[users]
 
-    threshold = float(relevance_threshold if relevance_threshold is not None else data.meta.get("relevance_threshold", 2.0))
+    threshold = float(
+        relevance_threshold if relevance_threshold is not None else data.meta.get("relevance_threshold", 2.0)
+    )
     wr = target_events["watch_ratio"].to_numpy(dtype=np.float32)
     rel = np.where(np.isnan(wr), target_events["relevant"].to_numpy(), wr > threshold)
     targets, relevant = _target_matrices(
@@ -297,32 +312,41 @@ def build_cross_task(
 ) -> EvalTask:
     """KuaiRec's big-to-small test: rank the small matrix's videos from each user's big-matrix history.
 
-    Both datasets must be prepared without remapping (one shared id space). Every small-matrix row,
-    timed or not, is a target: the small matrix is fully observed, so its labels are unbiased.
+    Ids are matched through the original user and video ids, so the two datasets may be prepared with
+    or without remapping; scores live in ``train_data``'s item space. Every small-matrix row, timed or
+    not, is a target: the small matrix is fully observed, so its labels are unbiased (Gao et al., CIKM 2022).
+    Test users or videos unknown to ``train_data`` are counted in ``meta`` (users get an empty history).
     """
-    if not (train_data.meta.get("remap") is False and test_data.meta.get("remap") is False):
-        raise ConfigError(
-            "the big-to-small test needs both matrices prepared with remap=False (original ids, one item space); "
-            f"got remap={train_data.meta.get('remap')} for {train_data.name} and "
-            f"remap={test_data.meta.get('remap')} for {test_data.name}"
-        )
-    n_cols = max(train_data.num_items, test_data.num_items) + 1
+    train_user_index = pd.Series(np.arange(1, train_data.num_users + 1), index=train_data.user_ids[1:])
+    train_item_index = pd.Series(np.arange(1, train_data.num_items + 1), index=train_data.item_ids[1:])
     test_rows = pd.concat([test_data.events[list(LABEL_COLUMNS)], test_data.labels[list(LABEL_COLUMNS)]])
-    users = np.unique(test_rows["user"].to_numpy()).astype(np.int64)
-    users = users[users <= train_data.num_users]
-    row_of_user = np.full(max(train_data.num_users, test_data.num_users) + 1, -1, dtype=np.int64)
-    row_of_user[users] = np.arange(len(users))
-    test_rows = test_rows[row_of_user[test_rows["user"].to_numpy()] >= 0]
+    orig_users = test_data.user_ids[test_rows["user"].to_numpy()]
+    orig_items = test_data.item_ids[test_rows["item"].to_numpy()]
+    mapped_items = train_item_index.reindex(orig_items).to_numpy()
+    known_item = ~np.isnan(mapped_items)
+    mapped_users = train_user_index.reindex(orig_users).to_numpy()
+    test_user_orig = np.unique(orig_users)
+    n_unknown_users = int(np.isnan(train_user_index.reindex(test_user_orig).to_numpy()).sum())
+    if n_unknown_users:
+        raise ConfigError(
+            f"{n_unknown_users} users of {test_data.name} have no history in {train_data.name}: "
+            "the big-to-small test needs every test user in the training matrix"
+        )
+    rows_kept = known_item
+    users_of_rows = mapped_users[rows_kept].astype(np.int64)
+    items_of_rows = mapped_items[rows_kept].astype(np.int64)
+    wr = test_rows["watch_ratio"].to_numpy(dtype=np.float32)[rows_kept]
 
+    users = np.unique(users_of_rows)
+    n_cols = train_data.num_items + 1
+    row_of_user = np.full(train_data.num_users + 1, -1, dtype=np.int64)
+    row_of_user[users] = np.arange(len(users))
     indptr, items = train_data.sequences()
     sequences = left_padded_tails(indptr, items, users, maxlen)
     history = train_data.interaction_matrix()[users]
-    if history.shape[1] < n_cols:
-        history = sp.csr_matrix((history.data, history.indices, history.indptr), shape=(len(users), n_cols))
-    wr = test_rows["watch_ratio"].to_numpy(dtype=np.float32)
     targets, relevant = _target_matrices(
-        test_rows["user"].to_numpy(),
-        test_rows["item"].to_numpy(),
+        users_of_rows,
+        items_of_rows,
         wr,
         wr > relevance_threshold,
         row_of_user,
@@ -331,7 +355,7 @@ def build_cross_task(
         history if mask_history else None,
     )
     candidates = np.zeros(n_cols, dtype=bool)
-    candidates[np.unique(test_rows["item"].to_numpy())] = True
+    candidates[np.unique(items_of_rows)] = True
     return EvalTask(
         name=f"{train_data.name}->{test_data.name}",
         users=users,
@@ -342,5 +366,10 @@ def build_cross_task(
         candidates=candidates,
         mask_history=mask_history,
         relevance_threshold=relevance_threshold,
-        meta={"train_dataset": train_data.name, "test_dataset": test_data.name, "maxlen": maxlen},
+        meta={
+            "train_dataset": train_data.name,
+            "test_dataset": test_data.name,
+            "maxlen": maxlen,
+            "test_rows_with_unknown_video": int((~known_item).sum()),
+        },
     )
