@@ -1,0 +1,92 @@
+# KuaiRec SASRec study. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PROFILE ?= full
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PAPERMILL := $(VENV)/bin/papermill
+JUPYTER := $(VENV)/bin/jupyter
+ARCHIVE ?=
+
+ifeq ($(PROFILE),full)
+OUT := reports
+else
+OUT := reports/$(PROFILE)
+endif
+EXEC := $(OUT)/executed
+HTML := $(OUT)/html
+NOTEBOOKS := 01_eda 02_prepare_data 03_train 04_evaluate 05_cross_dataset 06_experiments
+EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
+PKG_SRC := $(wildcard sasrec/*.py) pyproject.toml
+DATA_STAMP := data/.stamps/$(PROFILE).data
+
+export SASREC_PROGRESS ?= 0
+export PYTHONHASHSEED := 0
+
+.PHONY: help setup lab data simulate report test test-unit test-notebooks bench lint format clean FORCE
+
+help: ## Show this list of targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: PROFILE=full|smoke (report profile), ARCHIVE=PATH (make data from a downloaded zip)"
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip >/dev/null
+	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sasrec)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv (venv + pip) and install the package with pinned dependencies
+
+lab: setup ## Open JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab notebooks/
+
+data: setup ## Download the official KuaiRec 2.0 archive into data/raw (resume, unzip, validate)
+	$(PY) -m sasrec download $(if $(ARCHIVE),--archive "$(ARCHIVE)",)
+
+simulate: setup ## Write the KuaiRec-shaped simulator's files into data/simulated (default scale)
+	$(PY) -m sasrec simulate --out data/simulated
+
+$(DATA_STAMP): setup FORCE
+	@$(PY) -m sasrec report data --profile $(PROFILE) --stamp $@
+
+$(EXEC)/%.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(PKG_SRC) $(DATA_STAMP)
+	@mkdir -p $(EXEC) $(HTML)
+	@echo "== $* ($(PROFILE))"
+	$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks \
+		--log-level WARNING
+	@mv $@.partial.ipynb $@
+	$(JUPYTER) nbconvert --to html --log-level WARN $@ --output-dir $(HTML)
+
+$(EXEC)/03_train.ipynb: $(EXEC)/02_prepare_data.ipynb
+$(EXEC)/04_evaluate.ipynb: $(EXEC)/03_train.ipynb
+$(EXEC)/05_cross_dataset.ipynb: $(EXEC)/02_prepare_data.ipynb
+$(EXEC)/06_experiments.ipynb: $(EXEC)/02_prepare_data.ipynb
+
+$(OUT)/README.md: $(EXECUTED)
+	$(PY) -m sasrec report summary --reports-dir $(OUT) --profile $(PROFILE)
+
+report: $(OUT)/README.md ## Run notebooks 01-06 headlessly (PROFILE=full|smoke) and regenerate the report
+	@echo "report written to $(OUT)/README.md"
+
+test: setup ## Run the unit tests and the nbval notebook tests (smoke parameters)
+	$(PY) -m pytest -q tests
+
+bench: setup ## Run the performance benchmarks (minutes; figures printed and saved to reports/bench.json)
+	$(PY) benchmarks/run_all.py
+
+lint: setup ## ruff check, ruff format --check, notebooks stored without outputs
+	$(VENV)/bin/ruff check sasrec tests benchmarks
+	$(VENV)/bin/ruff format --check sasrec tests benchmarks
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+
+format: setup ## Apply ruff formatting and strip notebook outputs
+	$(VENV)/bin/ruff format sasrec tests benchmarks
+	$(VENV)/bin/ruff check --fix sasrec tests benchmarks
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
+
+clean: ## Remove executed notebooks, HTML, smoke reports, caches (keeps data/raw and committed results)
+	rm -rf reports/executed reports/html reports/smoke data/processed data/.stamps .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

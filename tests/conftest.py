@@ -1,0 +1,76 @@
+"""Shared fixtures: a hand-made PreparedData and environment hygiene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sasrec.data import PreparedData
+
+
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No progress bars in tests."""
+    monkeypatch.setenv("SASREC_PROGRESS", "0")
+
+
+def make_prepared(
+    rows: list[tuple[int, int, float, float, int]], num_users: int, num_items: int, name: str = "tiny"
+) -> PreparedData:
+    """PreparedData from (user, item, timestamp, watch_ratio, split) rows; the same split for all three methods."""
+    frame = pd.DataFrame(rows, columns=["user", "item", "timestamp", "watch_ratio", "split"])
+    events = pd.DataFrame(
+        {
+            "user": frame["user"].astype("int32"),
+            "item": frame["item"].astype("int32"),
+            "timestamp": frame["timestamp"].astype("float64"),
+            "watch_ratio": frame["watch_ratio"].astype("float32"),
+            "liked": frame["watch_ratio"] > 0.7,
+            "relevant": frame["watch_ratio"] > 2.0,
+            "split_temporal": frame["split"].astype("int8"),
+            "split_leave_last_n": frame["split"].astype("int8"),
+            "split_leave_one_out": frame["split"].astype("int8"),
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            c: pd.Series(dtype=t)
+            for c, t in {
+                "user": "int32",
+                "item": "int32",
+                "watch_ratio": "float32",
+                "liked": "bool",
+                "relevant": "bool",
+            }.items()
+        }
+    )
+    return PreparedData(
+        name=name,
+        events=events,
+        labels=labels,
+        user_ids=np.arange(-1, num_users, dtype=np.int64),
+        item_ids=np.arange(-1, num_items, dtype=np.int64) * 10,
+        meta={"relevance_threshold": 2.0, "remap": True},
+    )
+
+
+@pytest.fixture
+def tiny_data() -> PreparedData:
+    """Three users, five items. Split 0 train, 1 valid, 2 test."""
+    rows = [
+        # user 1: 1 -> 2 -> 3 (train), 4 valid (wr 3.0: relevant), 5 test (relevant), 2 again in test (seen)
+        (1, 1, 1.0, 0.5, 0),
+        (1, 2, 2.0, 1.0, 0),
+        (1, 3, 3.0, 2.5, 0),
+        (1, 4, 4.0, 3.0, 1),
+        (1, 5, 5.0, 2.1, 2),
+        (1, 2, 6.0, 4.0, 2),
+        # user 2: train 2, 3; test 1 (not relevant)
+        (2, 2, 1.0, 0.9, 0),
+        (2, 3, 2.0, 0.1, 0),
+        (2, 1, 7.0, 1.5, 2),
+        # user 3: only training
+        (3, 4, 1.0, 1.0, 0),
+    ]
+    return make_prepared(rows, num_users=3, num_items=5)

@@ -1,0 +1,97 @@
+"""The prepared-data contract: CSR sequences, padding, evaluation tasks, the big-to-small task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sasrec.data import build_cross_task, build_eval_task, csr_from_groups, left_padded_tails
+from sasrec.errors import ConfigError
+from tests.conftest import make_prepared
+
+
+def test_left_padded_tails_pads_left_and_keeps_the_most_recent_items() -> None:
+    indptr, values = csr_from_groups(np.array([1, 1, 1, 2]), np.array([7, 8, 9, 4]), 3)
+    out = left_padded_tails(indptr, values, np.array([1, 2, 0]), maxlen=2)
+    assert out.tolist() == [[8, 9], [0, 4], [0, 0]]
+    out4 = left_padded_tails(indptr, values, np.array([1]), maxlen=4)
+    assert out4.tolist() == [[0, 7, 8, 9]]
+
+
+def test_sequences_follow_event_order(tiny_data) -> None:
+    history_mask, target_mask = tiny_data.stage_masks("temporal", "test")
+    indptr, items = tiny_data.sequences(history_mask)
+    assert items[indptr[1] : indptr[2]].tolist() == [1, 2, 3, 4]
+    assert items[indptr[2] : indptr[3]].tolist() == [2, 3]
+    assert target_mask.sum() == 3
+
+
+def test_valid_task_sees_only_training_events(tiny_data) -> None:
+    task = build_eval_task(tiny_data, "temporal", "valid", maxlen=3)
+    assert task.users.tolist() == [1]  # only user 1 has a validation event
+    assert task.sequences.tolist() == [[1, 2, 3]]
+    assert task.history.toarray()[0].tolist() == [0, 1, 1, 1, 0, 0]
+    assert task.targets.indices.tolist() == [4]
+    assert task.relevant.data.tolist() == [1.0]  # 3.0 > 2.0
+
+
+def test_test_task_masks_seen_targets_and_grades_relevance(tiny_data) -> None:
+    task = build_eval_task(tiny_data, "temporal", "test", maxlen=5)
+    assert task.users.tolist() == [1, 2]
+    # user 1: item 2 re-watched in test is in history -> dropped from targets; item 5 stays (2.1 > 2.0)
+    assert task.targets[0].indices.tolist() == [5]
+    assert task.targets[0].data.tolist() == pytest.approx([2.1])
+    assert task.relevant[0].data.tolist() == [1.0]
+    # user 2: item 1 with watch_ratio 1.5 is a target but not relevant
+    assert task.targets[1].indices.tolist() == [1]
+    assert task.relevant[1].data.tolist() == [0.0]
+    assert task.sequences[0].tolist() == [0, 1, 2, 3, 4]
+    unmasked = build_eval_task(tiny_data, "temporal", "test", mask_history=False)
+    assert unmasked.targets[0].indices.tolist() == [2, 5]
+    assert unmasked.targets[0].data.tolist() == pytest.approx([4.0, 2.1])
+
+
+def test_relevance_threshold_parameter(tiny_data) -> None:
+    task = build_eval_task(tiny_data, "temporal", "test", relevance_threshold=1.0)
+    assert task.relevant[1].data.tolist() == [1.0]  # 1.5 > 1.0
+
+
+def test_unknown_split_is_a_config_error(tiny_data) -> None:
+    with pytest.raises(ConfigError, match="split must be one of"):
+        build_eval_task(tiny_data, "random", "test")
+
+
+def test_fingerprint_changes_with_id_maps(tiny_data) -> None:
+    other = make_prepared([(1, 1, 1.0, 1.0, 0)], num_users=3, num_items=6)
+    assert tiny_data.fingerprint != other.fingerprint
+    assert tiny_data.fingerprint == make_prepared([(2, 2, 1.0, 1.0, 0)], num_users=3, num_items=5).fingerprint
+
+
+def test_cross_task_matches_original_ids_and_restricts_candidates(tiny_data) -> None:
+    # the "small" dataset uses other internal indices: its item k is original id 10*(k+1) -> big item k+2
+    small = make_prepared(
+        [(1, 1, 1.0, 3.0, 0), (1, 2, 2.0, 0.5, 0), (2, 1, 1.0, 0.1, 0)],
+        num_users=2,
+        num_items=2,
+        name="small",
+    )
+    small.item_ids = np.array([-1, 20, 30])
+    small.user_ids = np.array([-1, 0, 1])  # original user 0 -> big user 1, 1 -> big user 2
+    task = build_cross_task(tiny_data, small, maxlen=4)
+    assert task.users.tolist() == [1, 2]
+    assert task.candidates.nonzero()[0].tolist() == [3, 4]
+    # big user 1 watched items 1..5 in the big data, so both of its targets are masked history
+    assert task.targets[0].indices.tolist() == []
+    # big user 2's history is items 2, 3, 1: item 3 masked, so nothing left either
+    assert task.targets[1].indices.tolist() == []
+    unmasked = build_cross_task(tiny_data, small, maxlen=4, mask_history=False)
+    assert unmasked.targets[0].indices.tolist() == [3, 4]
+    assert unmasked.relevant[0].data.tolist() == [1.0, 0.0]
+    assert unmasked.sequences[0].tolist() == [3, 4, 5, 2]
+
+
+def test_cross_task_rejects_test_users_missing_from_training(tiny_data) -> None:
+    small = make_prepared([(1, 1, 1.0, 3.0, 0)], num_users=1, num_items=1, name="small")
+    small.user_ids = np.array([-1, 99])
+    with pytest.raises(ConfigError, match="no history"):
+        build_cross_task(tiny_data, small)
