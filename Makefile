@@ -80,7 +80,7 @@ bench: setup ## Run the performance benchmarks (minutes; figures printed and sav
 lint: setup ## ruff check, ruff format --check, notebooks stored without outputs
 	$(VENV)/bin/ruff check sasrec tests benchmarks
 	$(VENV)/bin/ruff format --check sasrec tests benchmarks
-	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
 
 format: setup ## Apply ruff formatting and strip notebook outputs
 	$(VENV)/bin/ruff format sasrec tests benchmarks
