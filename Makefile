@@ -55,7 +55,7 @@ $(DATA_STAMP): setup FORCE
 $(EXEC)/%.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(PKG_SRC) $(DATA_STAMP)
 	@mkdir -p $(EXEC) $(HTML)
 	@echo "== $* ($(PROFILE))"
-	$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks \
+	$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks --no-progress-bar \
 		--log-level WARNING
 	@mv $@.partial.ipynb $@
 	$(JUPYTER) nbconvert --to html --log-level WARN $@ --output-dir $(HTML)

@@ -499,33 +499,24 @@ def split_statistics(prepared: dict[str, PreparedData]) -> pd.DataFrame:
     """Events and users per dataset, split method and part (train / valid / test)."""
     from sasrec.data import SPLITS, split_column
 
-    parts = np.array(["train", "valid", "test"])
+    parts = pd.Categorical.from_codes([0, 1, 2], categories=["train", "valid", "test"])
     frames = []
     for name, data in prepared.items():
         users = data.events["user"].to_numpy()
         for split in SPLITS:
-            assignment = data.events[split_column(split)].to_numpy()
-            frame = pd.DataFrame({"part": parts[assignment], "user": users})
-            stats = (
-                frame.groupby("part", sort=False)
-                .agg(events=("user", "size"), users=("user", "nunique"))
-                .reset_index()
+            frame = pd.DataFrame({"part": parts[data.events[split_column(split)].to_numpy()], "user": users})
+            stats = frame.groupby("part", observed=True).agg(
+                events=("user", "size"), users=("user", "nunique")
             )
-            frames.append(stats.assign(dataset=name, split=split))
+            frames.append(stats.reset_index().assign(dataset=name, split=split))
     out = pd.concat(frames, ignore_index=True)[["dataset", "split", "part", "events", "users"]]
-    return out.sort_values(
-        ["dataset", "split", "part"],
-        key=lambda c: c.map({"train": 0, "valid": 1, "test": 2}).fillna(c) if c.name == "part" else c,
-    ).reset_index(drop=True)
+    out["part"] = out["part"].astype(str)
+    return out
 
 
-def sequence_lengths(prepared: dict[str, PreparedData]) -> pd.DataFrame:
-    """Timed events per user (dataset, user, length), for the sequence-length figure."""
-    frames = [
-        data.events.groupby("user").size().rename("length").reset_index().assign(dataset=name)
-        for name, data in prepared.items()
-    ]
-    return pd.concat(frames, ignore_index=True)
+def sequence_lengths(prepared: dict[str, PreparedData]) -> dict[str, np.ndarray]:
+    """Timed events per user of each dataset (dataset -> lengths), for the sequence-length figure."""
+    return {name: np.bincount(data.events["user"].to_numpy())[1:] for name, data in prepared.items()}
 
 
 def leakage_table(prepared: dict[str, PreparedData]) -> pd.DataFrame:
