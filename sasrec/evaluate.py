@@ -1,0 +1,435 @@
+"""Batch-wise evaluation of any scorer on an :class:`~sasrec.data.EvalTask`, confidence intervals, JSON.
+
+Two protocols:
+
+* ``full``: every rankable item (the task's candidates, or all items but padding; minus each user's
+  history when ``task.mask_history``) is ranked. This is the protocol the study trusts.
+* ``sampled``: each user's candidate list is its relevant targets plus ``num_negatives`` negatives sampled
+  uniformly, without replacement, from the rankable items that are neither history nor targets; all
+  other items are excluded. With one target per user (leave-one-out) and 100 negatives this is the
+  HR@10 / NDCG@10 of Kang & McAuley ("Self-Attentive Sequential Recommendation", ICDM 2018) and of the
+  study's seed project. Sampled metrics are not consistent with full-ranking ones (Krichene & Rendle,
+  "On Sampled Metrics for Item Recommendation", KDD 2020); they are reported for comparison only.
+
+Negatives come from counter-based keys of (seed, user index, item), so they do not depend on the batch
+size or device, and every model evaluated with the same seed sees the same negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from sasrec.cliutil import progress_enabled
+from sasrec.data import EvalTask
+from sasrec.errors import ConfigError, SasrecError
+from sasrec.metrics import METRIC_NAMES, ranking_metrics, sampled_candidates, top_k_items
+from sasrec.paths import atomic_write_text
+
+PROTOCOLS = ("full", "sampled")
+
+
+class Scorer(Protocol):
+    """Anything that scores every item for some rows of a task."""
+
+    def score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
+        """Return (len(rows), I+1) scores for ``task`` rows ``rows``; higher is better."""
+        ...
+
+
+@dataclass
+class EvalResult:
+    """Outcome of :func:`evaluate`.
+
+    Attributes:
+        summary: metric means (``"ndcg@10"``, ...) and user counts (``"users"`` = users with a relevant
+            target, the denominator of the binary metrics; ``"users_with_targets"`` for graded NDCG;
+            ``"users_without_relevant"``; ``"users_total"``).
+        per_user: one row per task row: user, n_history, n_targets, n_relevant, each metric.
+        protocol: ``full`` or ``sampled``.
+        k: the cut-off.
+        task_name: the task's name.
+        relevance_threshold: the task's relevance threshold.
+        meta: protocol parameters (negatives, seed, gain clip) and the task's meta.
+    """
+
+    summary: dict[str, float]
+    per_user: pd.DataFrame
+    protocol: str
+    k: int
+    task_name: str
+    relevance_threshold: float = float("nan")
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (without the per-user table)."""
+        return {
+            "task_name": self.task_name,
+            "protocol": self.protocol,
+            "k": self.k,
+            "relevance_threshold": self.relevance_threshold,
+            "summary": dict(self.summary),
+            "meta": dict(self.meta),
+        }
+
+
+def _dense_rows(
+    matrix: sp.csr_matrix,
+    start: int,
+    stop: int,
+    device: torch.device,
+    values: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Rows start..stop-1 of a CSR as a dense (B, C) tensor.
+
+    Without ``values``: bool, True at stored entries. With ``values`` (aligned with ``matrix.data``):
+    those values at stored entries, 0 elsewhere, in ``values``' dtype.
+    """
+    indptr = matrix.indptr
+    lo, hi = int(indptr[start]), int(indptr[stop])
+    counts = np.diff(indptr[start : stop + 1])
+    row_index = torch.from_numpy(np.repeat(np.arange(stop - start), counts)).to(device)
+    col_index = torch.from_numpy(np.array(matrix.indices[lo:hi], dtype=np.int64)).to(device)
+    shape = (stop - start, matrix.shape[1])
+    if values is None:
+        dense = torch.zeros(shape, dtype=torch.bool, device=device)
+        dense[row_index, col_index] = True
+        return dense
+    chunk = torch.from_numpy(np.array(values[lo:hi]))
+    dense = torch.zeros(shape, dtype=chunk.dtype, device=device)
+    dense[row_index, col_index] = chunk.to(device)
+    return dense
+
+
+def _target_values(
+    targets: sp.csr_matrix, relevant: sp.csr_matrix, gain_clip: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per stored target entry: (relevant as bool, graded gain), aligned with ``targets.data``.
+
+    Gain = ``min(watch_ratio, gain_clip)`` (at least 0); a NaN watch_ratio takes the relevance (0 or 1).
+    """
+    same_structure = np.array_equal(targets.indptr, relevant.indptr) and np.array_equal(
+        targets.indices, relevant.indices
+    )
+    if same_structure:
+        rel_values = np.asarray(relevant.data, dtype=np.float32)
+    else:  # look each target up in ``relevant`` (entries of ``relevant`` outside the targets are ignored)
+        rows = np.repeat(np.arange(targets.shape[0]), np.diff(targets.indptr))
+        rel_values = np.asarray(relevant[rows, targets.indices], dtype=np.float32).ravel()
+    watch_ratio = np.asarray(targets.data, dtype=np.float32)
+    gains = np.where(np.isnan(watch_ratio), rel_values, watch_ratio)
+    return rel_values > 0, np.clip(gains, 0.0, gain_clip).astype(np.float32)
+
+
+def _check_scores(scores: Any, n_rows: int, n_cols: int, task: EvalTask, start: int) -> torch.Tensor:
+    """Validate a scorer's output for one batch."""
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(np.asarray(scores))
+    if tuple(scores.shape) != (n_rows, n_cols):
+        raise SasrecError(
+            f"scorer returned scores of shape {tuple(scores.shape)} for {n_rows} rows of task {task.name}; "
+            f"expected ({n_rows}, {n_cols}) = (rows, items + 1 padding column)"
+        )
+    scores = scores.detach().to(torch.float32)
+    nan_rows = torch.isnan(scores).any(dim=1)
+    if bool(nan_rows.any()):
+        bad = nan_rows.nonzero()[:, 0]
+        raise SasrecError(
+            f"scorer returned NaN scores in {int(bad.numel())} of {n_rows} rows of task {task.name} "
+            f"(first: task row {start + int(bad[0])}, user {int(task.users[start + int(bad[0])])}); "
+            "expected finite scores (or -inf for items the model excludes)"
+        )
+    return scores
+
+
+def _validate(task: EvalTask, k: int, protocol: str, num_negatives: int, gain_clip: float) -> None:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"k must be a positive integer; got {k!r}")
+    if protocol == "sampled" and (not isinstance(num_negatives, int | np.integer) or num_negatives < 1):
+        raise ConfigError(f"num_negatives must be a positive integer; got {num_negatives!r}")
+    if not gain_clip > 0:
+        raise ConfigError(f"gain_clip must be positive; got {gain_clip!r}")
+    n_cols = task.history.shape[1]
+    for name in ("targets", "relevant"):
+        matrix = getattr(task, name)
+        if matrix.shape != (len(task), n_cols):
+            raise ConfigError(
+                f"task {task.name}: {name} has shape {matrix.shape}; expected ({len(task)}, {n_cols})"
+            )
+    if task.candidates is not None and task.candidates.shape != (n_cols,):
+        raise ConfigError(
+            f"task {task.name}: candidates has shape {task.candidates.shape}; expected ({n_cols},)"
+        )
+
+
+def evaluate(
+    scorer: Scorer,
+    task: EvalTask,
+    *,
+    k: int = 10,
+    protocol: str = "full",
+    num_negatives: int = 100,
+    seed: int = 0,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    gain_clip: float = 5.0,
+    item_popularity: np.ndarray | None = None,
+    progress: bool | None = None,
+) -> EvalResult:
+    """Rank items for every user of ``task`` in batches and compute top-``k`` metrics.
+
+    Args:
+        scorer: object with ``score(task, rows) -> (len(rows), I+1) tensor``.
+        task: the evaluation task.
+        k: cut-off.
+        protocol: ``full`` (rank all rankable items) or ``sampled`` (relevant targets + negatives).
+        num_negatives: negatives per user for the sampled protocol.
+        seed: seed of the sampled negatives.
+        batch_size: users per batch (the dense score matrix is batch_size x (I+1) floats).
+        device: where metrics are computed; default the device of the scores.
+        gain_clip: graded-NDCG gains are ``min(watch_ratio, gain_clip)``.
+        item_popularity: (I+1,) popularity for mean_popularity@k; default column sums of task.history.
+        progress: tqdm bar (default from ``SASREC_PROGRESS``).
+
+    Returns:
+        An :class:`EvalResult` with means over users (binary metrics over users with a relevant target,
+        graded NDCG over users with a positive-gain target) and the per-user table.
+    """
+    _validate(task, k, protocol, num_negatives, gain_clip)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
+    n_rows, n_cols = len(task), task.history.shape[1]
+    history = sp.csr_matrix(task.history)
+    targets = sp.csr_matrix(task.targets)
+    target_relevant, target_gains = _target_values(targets, sp.csr_matrix(task.relevant), gain_clip)
+    if item_popularity is None:
+        popularity_np = np.asarray((history != 0).sum(axis=0), dtype=np.float64).ravel()
+    else:
+        popularity_np = np.asarray(item_popularity, dtype=np.float64).ravel()
+        if popularity_np.shape != (n_cols,):
+            raise ConfigError(f"item_popularity has shape {popularity_np.shape}; expected ({n_cols},)")
+    base_rankable_np = (
+        np.ones(n_cols, dtype=bool) if task.candidates is None else task.candidates.astype(bool)
+    )
+    base_rankable_np = base_rankable_np.copy()
+    base_rankable_np[0] = False
+    n_rankable_items = int(base_rankable_np.sum())
+
+    metric_columns: dict[str, list[np.ndarray]] = {}
+    popularity_column: list[np.ndarray] = []
+    recommended: torch.Tensor | None = None
+    starts = range(0, n_rows, batch_size)
+    bar = tqdm(starts, desc=f"evaluate {task.name}", unit="batch", disable=not progress_enabled(progress))
+    with torch.no_grad():
+        for start in bar:
+            stop = min(start + batch_size, n_rows)
+            rows = np.arange(start, stop)
+            scores = _check_scores(scorer.score(task, rows), stop - start, n_cols, task, start)
+            dev = torch.device(device) if device is not None else scores.device
+            scores = scores.to(dev)
+            if recommended is None:
+                recommended = torch.zeros(n_cols, dtype=torch.bool, device=dev)
+                base_rankable = torch.from_numpy(base_rankable_np).to(dev)
+                popularity = torch.from_numpy(popularity_np.astype(np.float32)).to(dev)
+            hist_present = _dense_rows(history, start, stop, dev)  # (B, C) bool
+            target_present = _dense_rows(targets, start, stop, dev)  # (B, C) bool
+            relevant = _dense_rows(targets, start, stop, dev, target_relevant)  # (B, C) bool
+            gains = _dense_rows(targets, start, stop, dev, target_gains)  # (B, C) float32
+
+            if task.mask_history:
+                rankable = ~hist_present & base_rankable[None, :]  # (B, C)
+            else:
+                rankable = base_rankable[None, :].expand(stop - start, n_cols)  # (B, C)
+            if protocol == "sampled":
+                user_keys = torch.from_numpy(np.array(task.users[start:stop], dtype=np.int64)).to(dev)
+                rankable = sampled_candidates(
+                    rankable, hist_present, target_present, relevant, user_keys, num_negatives, seed
+                )
+
+            items, valid = top_k_items(scores, rankable, k)  # (B, k')
+            batch_metrics = ranking_metrics(items, valid, relevant.float(), gains, rankable, k)
+            for name, values in batch_metrics.items():
+                metric_columns.setdefault(name, []).append(values.cpu().numpy())
+            recommended[items[valid]] = True
+            pop = torch.gather(popularity.expand(stop - start, n_cols), 1, items) * valid
+            n_valid = valid.sum(dim=1)
+            mean_pop = torch.where(n_valid > 0, pop.sum(dim=1) / n_valid.clamp(min=1), float("nan"))
+            popularity_column.append(mean_pop.cpu().numpy())
+
+    per_user = pd.DataFrame(
+        {
+            "user": np.asarray(task.users, dtype=np.int64),
+            "n_history": np.diff(history.indptr).astype(np.int64),
+            "n_targets": np.diff(targets.indptr).astype(np.int64),
+            "n_relevant": np.bincount(
+                np.repeat(np.arange(n_rows), np.diff(targets.indptr)),
+                weights=target_relevant,
+                minlength=n_rows,
+            ).astype(np.int64),
+        }
+    )
+    for name in (f"{metric}@{k}" for metric in METRIC_NAMES):
+        chunks = metric_columns.get(name, [])
+        per_user[name] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    per_user[f"mean_popularity@{k}"] = (
+        np.concatenate(popularity_column) if popularity_column else np.zeros(0, dtype=np.float32)
+    )
+    summary = _summarise(per_user, k, recommended, n_rankable_items)
+    meta = {"gain_clip": gain_clip, **({} if task.meta is None else dict(task.meta))}
+    if protocol == "sampled":
+        meta.update({"num_negatives": num_negatives, "seed": seed})
+    return EvalResult(
+        summary=summary,
+        per_user=per_user,
+        protocol=protocol,
+        k=int(k),
+        task_name=task.name,
+        relevance_threshold=float(task.relevance_threshold),
+        meta=meta,
+    )
+
+
+def _summarise(
+    per_user: pd.DataFrame, k: int, recommended: torch.Tensor | None, n_rankable_items: int
+) -> dict[str, float]:
+    """Means over eligible users plus user counts."""
+    summary: dict[str, float] = {}
+    metric_names = [c for c in per_user.columns if "@" in c]
+    for name in metric_names:
+        values = per_user[name].to_numpy(dtype=np.float64)
+        finite = values[~np.isnan(values)]
+        summary[name] = float(finite.mean()) if len(finite) else float("nan")
+    n_distinct = int(recommended.sum()) if recommended is not None else 0
+    summary[f"coverage@{k}"] = n_distinct / n_rankable_items if n_rankable_items else float("nan")
+    with_relevant = int((per_user["n_relevant"] > 0).sum())
+    summary["users"] = with_relevant
+    summary["users_with_targets"] = int((per_user["n_targets"] > 0).sum())
+    summary["users_without_relevant"] = int(len(per_user) - with_relevant)
+    summary["users_total"] = int(len(per_user))
+    return summary
+
+
+def bootstrap_ci(
+    per_user: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Percentile bootstrap intervals of metric means, resampling users with replacement.
+
+    The same resampled user sets serve every metric (paired intervals). A resample's mean of a metric
+    averages the metric over the resampled users where it is defined (NaN users are left out, as in the
+    summary). Vectorised: an (n_boot, n_users) index matrix, processed in chunks of boots.
+
+    Returns:
+        DataFrame with columns metric, mean, low, high (one row per metric).
+    """
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1); got {alpha!r}")
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be positive; got {n_boot!r}")
+    missing = [m for m in metrics if m not in per_user.columns]
+    if missing:
+        raise ConfigError(
+            f"per_user has no column {missing[0]!r}; available: {', '.join(map(str, per_user.columns))}"
+        )
+    n_users = len(per_user)
+    rows: list[dict[str, Any]] = []
+    if n_users == 0:
+        return pd.DataFrame(
+            [{"metric": m, "mean": np.nan, "low": np.nan, "high": np.nan} for m in metrics],
+            columns=["metric", "mean", "low", "high"],
+        )
+    values = per_user[list(metrics)].to_numpy(dtype=np.float64)  # (n, M)
+    defined = ~np.isnan(values)
+    filled = np.where(defined, values, 0.0)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 20_000_000 // max(n_users, 1)))
+    boot_means = np.empty((n_boot, len(metrics)), dtype=np.float64)
+    for lo in range(0, n_boot, chunk):
+        hi = min(lo + chunk, n_boot)
+        idx = rng.integers(0, n_users, size=(hi - lo, n_users))  # (b, n)
+        flat = (idx + (np.arange(hi - lo) * n_users)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=(hi - lo) * n_users).reshape(hi - lo, n_users).astype(np.float64)
+        sums = counts @ filled  # (b, M)
+        n_defined = counts @ defined.astype(np.float64)  # (b, M)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot_means[lo:hi] = sums / n_defined
+    means = np.where(defined.any(axis=0), filled.sum(axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    with warnings.catch_warnings():  # a metric defined for no user has an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = np.nanquantile(boot_means, alpha / 2, axis=0)
+        high = np.nanquantile(boot_means, 1 - alpha / 2, axis=0)
+    for j, metric in enumerate(metrics):
+        rows.append({"metric": metric, "mean": means[j], "low": low[j], "high": high[j]})
+    return pd.DataFrame(rows, columns=["metric", "mean", "low", "high"])
+
+
+def metrics_payload(
+    model: str,
+    dataset: str,
+    split: str,
+    protocol: str,
+    k: int,
+    valid: EvalResult | None,
+    test: EvalResult | None,
+    extra: dict | None = None,
+) -> dict:
+    """The metrics JSON shared by ``train --metrics_json`` and ``baseline --metrics_json``.
+
+    Shape: {"model", "dataset", "split", "protocol", "k", "relevance_threshold", "data_source",
+    "valid": {metric: value, ..., "users": n} or None, "test": {...} or None, **extra}. ``extra`` may
+    override ``data_source`` and ``relevance_threshold``.
+    """
+    thresholds = [r.relevance_threshold for r in (valid, test) if r is not None]
+    payload: dict[str, Any] = {
+        "model": model,
+        "dataset": dataset,
+        "split": split,
+        "protocol": protocol,
+        "k": int(k),
+        "relevance_threshold": thresholds[0] if thresholds else None,
+        "data_source": None,
+        "valid": dict(valid.summary) if valid is not None else None,
+        "test": dict(test.summary) if test is not None else None,
+    }
+    payload.update(extra or {})
+    return payload
+
+
+def _json_ready(value: Any) -> Any:
+    """Recursively convert numpy scalars/arrays and non-finite floats (-> None) for strict JSON."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics_json(payload: dict, path: str | Path) -> Path:
+    """Write ``payload`` as indented strict JSON (NaN -> null) atomically; return the path."""
+    text = json.dumps(_json_ready(payload), indent=2, allow_nan=False)
+    return atomic_write_text(Path(path), text + "\n")

@@ -1,0 +1,309 @@
+"""The evaluation runner on a hand-made task: masking, candidates, sampled protocol, CI, JSON shape."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sasrec.data import EvalTask
+from sasrec.errors import ConfigError, SasrecError
+from sasrec.evaluate import bootstrap_ci, evaluate, metrics_payload, write_metrics_json
+from sasrec.metrics import sampled_candidates
+
+NAN = float("nan")
+LOG3 = math.log2(3)
+
+
+class TableScorer:
+    """Scores from a fixed (n_rows, I+1) table; records the rows asked for."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = np.asarray(table, dtype=np.float32)
+        self.calls: list[list[int]] = []
+
+    def score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
+        self.calls.append(list(map(int, rows)))
+        return torch.from_numpy(self.table[rows].copy())
+
+
+def _csr(rows: list[dict[int, float]], n_cols: int) -> sp.csr_matrix:
+    r = [i for i, row in enumerate(rows) for _ in row]
+    c = [j for row in rows for j in row]
+    v = [x for row in rows for x in row.values()]
+    return sp.csr_matrix((np.array(v, dtype=np.float32), (r, c)), shape=(len(rows), n_cols))
+
+
+def hand_task(mask_history: bool = True, candidates: np.ndarray | None = None) -> EvalTask:
+    """Three users, six items (columns 0..6).
+
+    row 0: history {1}; targets 2 (wr 3.0, relevant), 4 (wr 12.0, relevant), 6 (wr 0.5)
+    row 1: no history; targets 3 (wr NaN, relevant), 5 (wr 1.0)
+    row 2: history {2}; target 1 (wr 1.5, not relevant)
+    """
+    n_cols = 7
+    history = _csr([{1: 1.0}, {}, {2: 1.0}], n_cols)
+    targets = _csr([{2: 3.0, 4: 12.0, 6: 0.5}, {3: NAN, 5: 1.0}, {1: 1.5}], n_cols)
+    relevant = _csr([{2: 1.0, 4: 1.0, 6: 0.0}, {3: 1.0, 5: 0.0}, {1: 0.0}], n_cols)
+    return EvalTask(
+        name="hand",
+        users=np.array([10, 11, 12]),
+        sequences=np.array([[0, 1], [0, 0], [0, 2]]),
+        history=history,
+        targets=targets,
+        relevant=relevant,
+        candidates=candidates,
+        mask_history=mask_history,
+        relevance_threshold=2.0,
+    )
+
+
+# row 0: item 1 (history) 9; items 3 and 5 tie at 7 -> ranked 3, 5, 2, 6, 4 once item 1 is masked
+# row 1: constant -> ranked 1, 2, 3
+# row 2: item 2 (history) 9 -> ranked 3, 4, 5
+SCORES = np.array(
+    [
+        [0, 9, 5, 7, 1, 7, 3],
+        [0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 9, 8, 7, 6, 5],
+    ],
+    dtype=np.float32,
+)
+
+
+def test_full_ranking_by_hand() -> None:
+    result = evaluate(TableScorer(SCORES), hand_task(), k=3, gain_clip=5.0)
+    per_user = result.per_user
+    # row 0: top 3 = [3, 5, 2]; relevant {2, 4}: one hit at rank 3
+    ndcg0 = 0.5 / (1 + 1 / LOG3)
+    assert per_user.loc[0, "ndcg@3"] == pytest.approx(ndcg0)
+    assert per_user.loc[0, "precision@3"] == pytest.approx(1 / 3)
+    assert per_user.loc[0, "recall@3"] == pytest.approx(1 / 2)
+    assert per_user.loc[0, "mrr@3"] == pytest.approx(1 / 3)
+    assert per_user.loc[0, "map@3"] == pytest.approx((1 / 3) / 2)  # precision@3 over min(n_rel=2, K=3)
+    # graded: gains 2 -> 3.0, 4 -> min(12, 5) = 5, 6 -> 0.5; DCG = 3.0 at rank 3
+    graded0 = (3.0 * 0.5) / (5.0 + 3.0 / LOG3 + 0.5 * 0.5)
+    assert per_user.loc[0, "graded_ndcg@3"] == pytest.approx(graded0)
+    # row 1: top 3 = [1, 2, 3]; relevant {3} at rank 3; NaN watch_ratio -> gain 1 (relevant)
+    ndcg1 = 0.5
+    assert per_user.loc[1, "ndcg@3"] == pytest.approx(ndcg1)
+    assert per_user.loc[1, "recall@3"] == pytest.approx(1.0)
+    assert per_user.loc[1, "map@3"] == pytest.approx(1 / 3)
+    graded1 = 0.5 / (1.0 + 1.0 / LOG3)  # targets 3 (gain 1) and 5 (gain 1.0)
+    assert per_user.loc[1, "graded_ndcg@3"] == pytest.approx(graded1)
+    # row 2: no relevant target -> binary metrics NaN; graded uses it: target 1 not in [3, 4, 5] -> 0
+    assert math.isnan(per_user.loc[2, "ndcg@3"])
+    assert per_user.loc[2, "graded_ndcg@3"] == 0.0
+
+    s = result.summary
+    assert s["ndcg@3"] == pytest.approx((ndcg0 + ndcg1) / 2)
+    assert s["graded_ndcg@3"] == pytest.approx((graded0 + graded1 + 0.0) / 3)
+    assert s["hr@3"] == pytest.approx(1.0)
+    assert (s["users"], s["users_without_relevant"], s["users_with_targets"], s["users_total"]) == (
+        2,
+        1,
+        3,
+        3,
+    )
+    # coverage: {3, 5, 2} | {1, 2, 3} | {3, 4, 5} = 5 of 6 rankable items
+    assert s["coverage@3"] == pytest.approx(5 / 6)
+    # popularity = history column sums: items 1 and 2 have 1, others 0 -> row means 1/3, 2/3, 0
+    assert per_user["mean_popularity@3"].tolist() == pytest.approx([1 / 3, 2 / 3, 0.0])
+    assert s["mean_popularity@3"] == pytest.approx(1 / 3)
+    assert per_user[["user", "n_history", "n_targets", "n_relevant"]].values.tolist() == [
+        [10, 1, 3, 2],
+        [11, 0, 2, 1],
+        [12, 1, 1, 0],
+    ]
+
+
+def test_batching_does_not_change_results() -> None:
+    scorer = TableScorer(SCORES)
+    one = evaluate(scorer, hand_task(), k=3, batch_size=1)
+    assert scorer.calls == [[0], [1], [2]]
+    full = evaluate(TableScorer(SCORES), hand_task(), k=3, batch_size=512)
+    assert one.per_user.equals(full.per_user)
+
+
+def test_history_not_masked_lets_seen_items_rank() -> None:
+    result = evaluate(TableScorer(SCORES), hand_task(mask_history=False), k=3)
+    # row 0: item 1 (score 9) now ranks first -> [1, 3, 5], no hit
+    assert result.per_user.loc[0, "ndcg@3"] == 0.0
+
+
+def test_candidates_restrict_the_ranking() -> None:
+    candidates = np.zeros(7, dtype=bool)
+    candidates[[2, 4, 6]] = True
+    result = evaluate(TableScorer(SCORES), hand_task(candidates=candidates), k=3)
+    # row 0 ranks only 2 (5), 6 (3), 4 (1): hits at ranks 1 and 3
+    assert result.per_user.loc[0, "ndcg@3"] == pytest.approx((1 + 0.5) / (1 + 1 / LOG3))
+    assert result.summary["coverage@3"] == pytest.approx(1.0)  # rows 0 and 1 list all 3 candidates
+
+
+def test_bad_scorer_output_and_parameters() -> None:
+    with pytest.raises(SasrecError, match="shape"):
+        evaluate(TableScorer(SCORES[:, :5]), hand_task(), k=3)
+    bad = SCORES.copy()
+    bad[1, 2] = NAN
+    with pytest.raises(SasrecError, match="NaN scores in 1 of 3 rows.*user 11"):
+        evaluate(TableScorer(bad), hand_task(), k=3)
+    with pytest.raises(ConfigError, match="protocol"):
+        evaluate(TableScorer(SCORES), hand_task(), protocol="sampeld")
+    with pytest.raises(ConfigError, match="k must"):
+        evaluate(TableScorer(SCORES), hand_task(), k=0)
+
+
+def _random_loo_task(n_users: int = 40, n_items: int = 300, seed: int = 0) -> EvalTask:
+    """Leave-one-out-like task: each user has 20 history items and one relevant held-out target."""
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :21] + 1  # (U, 21) distinct items
+    rows = np.repeat(np.arange(n_users), 20)
+    history = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, perm[:, :20].ravel())), shape=(n_users, n_items + 1)
+    )
+    targets = sp.csr_matrix(
+        (np.full(n_users, 3.0, np.float32), (np.arange(n_users), perm[:, 20])), shape=history.shape
+    )
+    relevant = targets.copy()
+    relevant.data[:] = 1.0
+    return EvalTask(
+        "loo", np.arange(1, n_users + 1), perm[:, :20], history, targets, relevant, None, True, 2.0
+    )
+
+
+def test_sampled_protocol_matches_rank_among_candidates() -> None:
+    task = _random_loo_task()
+    n_cols = task.num_items + 1
+    scores = np.tile(np.arange(n_cols, dtype=np.float32), (len(task), 1))  # higher index scores higher
+    result = evaluate(TableScorer(scores), task, k=10, protocol="sampled", num_negatives=100, seed=5)
+    # reference: the target's rank among its 101 candidates, from the same candidate sampler
+    hist = torch.from_numpy(task.history.toarray() > 0)
+    tgt = torch.from_numpy(task.targets.toarray() > 0)
+    rankable = ~hist
+    rankable[:, 0] = False
+    cand = sampled_candidates(rankable, hist, tgt, tgt, torch.from_numpy(task.users), 100, 5).numpy()
+    assert (cand.sum(axis=1) == 101).all()
+    target_item = task.targets.indices
+    rank = 1 + (cand & (np.arange(n_cols)[None, :] > target_item[:, None])).sum(axis=1)
+    expected_ndcg = np.where(rank <= 10, 1 / np.log2(rank + 1), 0.0)
+    assert result.per_user["ndcg@10"].to_numpy() == pytest.approx(expected_ndcg)
+    assert result.per_user["hr@10"].to_numpy() == pytest.approx((rank <= 10).astype(float))
+    assert 0 < result.summary["hr@10"] < 1  # the check is not vacuous
+    again = evaluate(
+        TableScorer(scores), task, k=10, protocol="sampled", num_negatives=100, seed=5, batch_size=7
+    )
+    assert again.per_user.equals(result.per_user)  # deterministic under the seed, whatever the batching
+    other = evaluate(TableScorer(scores), task, k=10, protocol="sampled", num_negatives=100, seed=6)
+    assert not other.per_user["ndcg@10"].equals(result.per_user["ndcg@10"])
+
+
+def test_sampled_protocol_with_a_perfect_scorer() -> None:
+    task = _random_loo_task()
+    perfect = task.targets.toarray() * 10.0  # target scores 30, everything else 0
+    result = evaluate(TableScorer(perfect), task, k=10, protocol="sampled", num_negatives=100)
+    assert result.summary["hr@10"] == 1.0
+    assert result.summary["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    per_user = pd.DataFrame(
+        {"a": rng.random(200), "b": np.r_[rng.random(150), np.full(50, np.nan)], "c": 0.25}
+    )
+    ci = bootstrap_ci(per_user, ["a", "b", "c"], n_boot=500, seed=1)
+    assert list(ci.columns) == ["metric", "mean", "low", "high"]
+    assert ci["mean"].tolist() == pytest.approx([per_user["a"].mean(), np.nanmean(per_user["b"]), 0.25])
+    assert (ci["low"] < ci["mean"]).iloc[:2].all() and (ci["mean"] < ci["high"]).iloc[:2].all()
+    # the 95% interval of a mean of 200 U(0, 1) values has a half-width near 1.96 * 0.289 / sqrt(200) = 0.04
+    assert 0.025 < (ci.loc[0, "high"] - ci.loc[0, "low"]) / 2 < 0.055
+    assert ci.loc[2, "low"] == pytest.approx(0.25) and ci.loc[2, "high"] == pytest.approx(0.25)
+    assert ci.equals(bootstrap_ci(per_user, ["a", "b", "c"], n_boot=500, seed=1))
+    assert not ci.equals(bootstrap_ci(per_user, ["a", "b", "c"], n_boot=500, seed=2))
+    with pytest.raises(ConfigError, match="no column 'x'"):
+        bootstrap_ci(per_user, ["x"])
+
+
+def test_metrics_payload_shape_and_strict_json(tmp_path) -> None:
+    valid = evaluate(TableScorer(SCORES), hand_task(), k=3)
+    test = evaluate(TableScorer(SCORES), hand_task(candidates=np.r_[False, [True] * 6]), k=3)
+    payload = metrics_payload(
+        "pop",
+        "small_matrix",
+        "temporal",
+        "full",
+        3,
+        valid,
+        test,
+        extra={"data_source": "simulated", "seed": 0},
+    )
+    path = write_metrics_json(payload, tmp_path / "out" / "m.json")
+    loaded = json.loads(path.read_text())
+    for key in (
+        "model",
+        "dataset",
+        "split",
+        "protocol",
+        "k",
+        "relevance_threshold",
+        "data_source",
+        "valid",
+        "test",
+    ):
+        assert key in loaded
+    assert (loaded["model"], loaded["dataset"], loaded["k"], loaded["data_source"]) == (
+        "pop",
+        "small_matrix",
+        3,
+        "simulated",
+    )
+    assert loaded["relevance_threshold"] == 2.0
+    for stage in ("valid", "test"):
+        for metric in (
+            "ndcg",
+            "graded_ndcg",
+            "precision",
+            "recall",
+            "hr",
+            "mrr",
+            "map",
+            "coverage",
+            "mean_popularity",
+        ):
+            assert isinstance(loaded[stage][f"{metric}@3"], float)
+        assert loaded[stage]["users"] == 2
+    assert loaded["valid"]["ndcg@3"] == pytest.approx(valid.summary["ndcg@3"])
+    assert list(tmp_path.joinpath("out").iterdir()) == [path]  # no temporary left behind
+    # NaN becomes null (strict JSON)
+    payload["valid"]["ndcg@3"] = float("nan")
+    loaded = json.loads(write_metrics_json(payload, path).read_text())
+    assert loaded["valid"]["ndcg@3"] is None
+    assert metrics_payload("m", "d", "temporal", "full", 10, None, None)["valid"] is None
+
+
+def test_to_dict_is_json_ready() -> None:
+    result = evaluate(TableScorer(SCORES), hand_task(), k=3)
+    d = result.to_dict()
+    assert (d["task_name"], d["protocol"], d["k"]) == ("hand", "full", 3)
+    assert d["summary"]["users"] == 2
+    json.dumps(d)
+
+
+def test_empty_task_and_metric_defined_for_no_user() -> None:
+    import warnings
+
+    task = hand_task().subset(np.array([], dtype=np.int64))
+    result = evaluate(TableScorer(SCORES), task, k=3)
+    assert len(result.per_user) == 0 and "ndcg@3" in result.per_user.columns
+    assert result.summary["users_total"] == 0 and math.isnan(result.summary["ndcg@3"])
+    full = evaluate(TableScorer(SCORES), hand_task(), k=3)
+    per_user = full.per_user.iloc[[2]]  # the user without relevant targets: ndcg NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap_ci(per_user, ["ndcg@3", "graded_ndcg@3"], n_boot=50)
+    assert math.isnan(ci.loc[0, "low"]) and ci.loc[1, "mean"] == 0.0
