@@ -1,0 +1,352 @@
+"""Training throughput of SASRec on CPU: this package versus a straightforward port of the reference code.
+
+Setting: the original defaults (hidden 50, 2 blocks, 1 head, maxlen 200, batch 128, dropout 0.2, bce with
+one negative per position) on a scale-1-like big matrix (7,176 users, 10,728 items, synthetic sequences of
+250..1,750 events per user). Each variant runs in its own process (so that allocator settings of one do not
+leak into another): 2 warm-up batches, then ``--batches`` timed batches; the figure is sequence positions
+(batch x maxlen) per second from the median batch time.
+
+The reference port (written here, after Kang & McAuley's code and its PyTorch port): a ``WarpSampler``
+with 3 ``multiprocessing`` workers building each batch with per-position Python loops and rejection
+sampling of negatives, feeding a queue; per-batch numpy-to-tensor copies; ``nn.MultiheadAttention`` with an
+explicit causal mask; ``Conv1d`` feed-forward layers; Xavier-normal initialisation.
+
+Variants: ``port`` (as the reference), ``ours`` (the defaults: reference dropout with fast masks),
+``ours_torch_dropout`` (torch's own dropout), ``ours_no_attention_dropout`` (attention dropout 0: not the
+default, shows what the attention-probability dropout costs).
+
+Run: ``.venv/bin/python benchmarks/bench_train.py`` (a few minutes on the 2-core CPU).
+"""
+
+# ruff: noqa: NPY002  (the reference port keeps the original code's legacy np.random calls)
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing import Process, Queue
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sasrec.data import PreparedData  # noqa: E402
+
+NUM_USERS, NUM_ITEMS = 7176, 10728
+BATCH, MAXLEN, HIDDEN, BLOCKS, HEADS, DROPOUT, LR = 128, 200, 50, 2, 1, 0.2, 0.001
+VARIANTS = ("port", "ours", "ours_torch_dropout", "ours_no_attention_dropout")
+
+
+def synthetic_sequences(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, items) of per-user item sequences: 250..1,750 events, items 1..NUM_ITEMS (repeats allowed)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(250, 1751, size=NUM_USERS)
+    indptr = np.zeros(NUM_USERS + 2, dtype=np.int64)  # row 0 = padding user
+    np.cumsum(lengths, out=indptr[2:])
+    popularity = rng.zipf(1.3, size=NUM_ITEMS).astype(np.float64)
+    items = rng.choice(np.arange(1, NUM_ITEMS + 1), size=int(indptr[-1]), p=popularity / popularity.sum())
+    return indptr, items.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------- reference port
+def random_neq(low: int, high: int, seen: set[int]) -> int:
+    t = np.random.randint(low, high)
+    while t in seen:
+        t = np.random.randint(low, high)
+    return t
+
+
+def sample_function(user_train: dict[int, list[int]], usernum: int, itemnum: int, batch_size: int, maxlen: int,
+                    result_queue: Queue, seed: int) -> None:  # fmt: skip
+    """The reference sampler: one Python loop per position, negatives by rejection."""
+
+    def sample() -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        user = np.random.randint(1, usernum + 1)
+        while len(user_train[user]) <= 1:
+            user = np.random.randint(1, usernum + 1)
+        seq = np.zeros([maxlen], dtype=np.int32)
+        pos = np.zeros([maxlen], dtype=np.int32)
+        neg = np.zeros([maxlen], dtype=np.int32)
+        nxt = user_train[user][-1]
+        idx = maxlen - 1
+        ts = set(user_train[user])
+        for i in reversed(user_train[user][:-1]):
+            seq[idx] = i
+            pos[idx] = nxt
+            if nxt != 0:
+                neg[idx] = random_neq(1, itemnum + 1, ts)
+            nxt = i
+            idx -= 1
+            if idx == -1:
+                break
+        return user, seq, pos, neg
+
+    np.random.seed(seed)
+    while True:
+        one_batch = [sample() for _ in range(batch_size)]
+        result_queue.put(list(zip(*one_batch, strict=True)))
+
+
+class WarpSampler:
+    """The reference's multiprocessing sampler (3 workers feeding a queue)."""
+
+    def __init__(self, user_train: dict[int, list[int]], usernum: int, itemnum: int, batch_size: int,
+                 maxlen: int, n_workers: int = 3) -> None:  # fmt: skip
+        self.result_queue: Queue = Queue(maxsize=n_workers * 10)
+        self.processors = []
+        for _ in range(n_workers):
+            process = Process(
+                target=sample_function,
+                args=(
+                    user_train,
+                    usernum,
+                    itemnum,
+                    batch_size,
+                    maxlen,
+                    self.result_queue,
+                    np.random.randint(2e9),
+                ),
+            )
+            process.daemon = True
+            process.start()
+            self.processors.append(process)
+
+    def next_batch(self):  # noqa: ANN201
+        return self.result_queue.get()
+
+    def close(self) -> None:
+        for process in self.processors:
+            process.terminate()
+            process.join()
+
+
+class PointWiseFeedForwardPort(torch.nn.Module):
+    def __init__(self, hidden_units: int, dropout_rate: float) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv1d(hidden_units, hidden_units, kernel_size=1)
+        self.dropout1 = torch.nn.Dropout(p=dropout_rate)
+        self.relu = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv1d(hidden_units, hidden_units, kernel_size=1)
+        self.dropout2 = torch.nn.Dropout(p=dropout_rate)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        outputs = self.dropout2(self.conv2(self.relu(self.dropout1(self.conv1(inputs.transpose(-1, -2))))))
+        outputs = outputs.transpose(-1, -2)
+        outputs += inputs
+        return outputs
+
+
+class SASRecPort(torch.nn.Module):
+    """The reference PyTorch port's model (nn.MultiheadAttention with an explicit mask)."""
+
+    def __init__(self, item_num: int) -> None:
+        super().__init__()
+        self.dev = "cpu"
+        self.item_emb = torch.nn.Embedding(item_num + 1, HIDDEN, padding_idx=0)
+        self.pos_emb = torch.nn.Embedding(MAXLEN, HIDDEN)
+        self.emb_dropout = torch.nn.Dropout(p=DROPOUT)
+        self.attention_layernorms = torch.nn.ModuleList()
+        self.attention_layers = torch.nn.ModuleList()
+        self.forward_layernorms = torch.nn.ModuleList()
+        self.forward_layers = torch.nn.ModuleList()
+        self.last_layernorm = torch.nn.LayerNorm(HIDDEN, eps=1e-8)
+        for _ in range(BLOCKS):
+            self.attention_layernorms.append(torch.nn.LayerNorm(HIDDEN, eps=1e-8))
+            self.attention_layers.append(torch.nn.MultiheadAttention(HIDDEN, HEADS, DROPOUT))
+            self.forward_layernorms.append(torch.nn.LayerNorm(HIDDEN, eps=1e-8))
+            self.forward_layers.append(PointWiseFeedForwardPort(HIDDEN, DROPOUT))
+
+    def log2feats(self, log_seqs: np.ndarray) -> torch.Tensor:
+        seqs = self.item_emb(torch.LongTensor(log_seqs).to(self.dev))
+        seqs *= self.item_emb.embedding_dim**0.5
+        positions = np.tile(np.array(range(log_seqs.shape[1])), [log_seqs.shape[0], 1])
+        seqs += self.pos_emb(torch.LongTensor(positions).to(self.dev))
+        seqs = self.emb_dropout(seqs)
+        timeline_mask = torch.BoolTensor(log_seqs == 0).to(self.dev)
+        seqs *= ~timeline_mask.unsqueeze(-1)
+        tl = seqs.shape[1]
+        attention_mask = ~torch.tril(torch.ones((tl, tl), dtype=torch.bool, device=self.dev))
+        for i in range(len(self.attention_layers)):
+            seqs = torch.transpose(seqs, 0, 1)
+            q = self.attention_layernorms[i](seqs)
+            mha_outputs, _ = self.attention_layers[i](q, seqs, seqs, attn_mask=attention_mask)
+            seqs = q + mha_outputs
+            seqs = torch.transpose(seqs, 0, 1)
+            seqs = self.forward_layernorms[i](seqs)
+            seqs = self.forward_layers[i](seqs)
+            seqs *= ~timeline_mask.unsqueeze(-1)
+        return self.last_layernorm(seqs)
+
+    def forward(self, user_ids, log_seqs, pos_seqs, neg_seqs):  # noqa: ANN001, ANN201
+        log_feats = self.log2feats(log_seqs)
+        pos_embs = self.item_emb(torch.LongTensor(pos_seqs).to(self.dev))
+        neg_embs = self.item_emb(torch.LongTensor(neg_seqs).to(self.dev))
+        return (log_feats * pos_embs).sum(dim=-1), (log_feats * neg_embs).sum(dim=-1)
+
+
+def run_port(batches: int, warmup: int) -> list[float]:
+    indptr, items = synthetic_sequences()
+    user_train = {u: items[indptr[u] : indptr[u + 1]].tolist() for u in range(1, NUM_USERS + 1)}
+    torch.manual_seed(0)
+    np.random.seed(0)
+    model = SASRecPort(NUM_ITEMS)
+    for _, param in model.named_parameters():
+        try:
+            torch.nn.init.xavier_normal_(param.data)
+        except ValueError:
+            pass
+    model.train()
+    sampler = WarpSampler(user_train, NUM_USERS, NUM_ITEMS, BATCH, MAXLEN, n_workers=3)
+    bce = torch.nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.98))
+    times = []
+    try:
+        for step in range(warmup + batches):
+            started = time.perf_counter()
+            u, seq, pos, neg = sampler.next_batch()
+            u, seq, pos, neg = np.array(u), np.array(seq), np.array(pos), np.array(neg)
+            pos_logits, neg_logits = model(u, seq, pos, neg)
+            pos_labels, neg_labels = torch.ones(pos_logits.shape), torch.zeros(neg_logits.shape)
+            optimizer.zero_grad()
+            indices = np.where(pos != 0)
+            loss = bce(pos_logits[indices], pos_labels[indices])
+            loss += bce(neg_logits[indices], neg_labels[indices])
+            loss.backward()
+            optimizer.step()
+            if step >= warmup:
+                times.append(time.perf_counter() - started)
+    finally:
+        sampler.close()
+    return times
+
+
+# ----------------------------------------------------------------------------------------------- ours
+def synthetic_prepared() -> PreparedData:
+    """A PreparedData holding the synthetic sequences as training events (liked at random)."""
+    indptr, items = synthetic_sequences()
+    users = np.repeat(np.arange(NUM_USERS + 1), np.diff(indptr)).astype(np.int32)
+    n = len(items)
+    rng = np.random.default_rng(1)
+    zeros = np.zeros(n, dtype=np.int8)
+    events = pd.DataFrame(
+        {
+            "user": users,
+            "item": items.astype(np.int32),
+            "timestamp": np.arange(n, dtype=np.float64),
+            "watch_ratio": rng.uniform(0, 2, n).astype(np.float32),
+            "liked": rng.random(n) < 0.6,
+            "relevant": np.zeros(n, dtype=bool),
+            "split_temporal": zeros,
+            "split_leave_last_n": zeros,
+            "split_leave_one_out": zeros,
+        }
+    )
+    labels = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                           {"user": "int32", "item": "int32", "watch_ratio": "float32", "liked": "bool",
+                            "relevant": "bool"}.items()})  # fmt: skip
+    return PreparedData(
+        name="synthetic_big",
+        events=events,
+        labels=labels,
+        user_ids=np.arange(-1, NUM_USERS, dtype=np.int64),
+        item_ids=np.arange(-1, NUM_ITEMS, dtype=np.int64),
+        meta={"relevance_threshold": 2.0},
+    )
+
+
+def run_ours(
+    batches: int, warmup: int, *, fast_dropout: bool, attention_dropout: float | None
+) -> list[float]:
+    from sasrec import train as train_module
+    from sasrec.model import SASRec
+
+    data = synthetic_prepared()
+    config = train_module.TrainConfig(dataset="synthetic_big", device="cpu", progress=False,
+                                      fast_dropout=fast_dropout, attention_dropout=attention_dropout)  # fmt: skip
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    train_mask = np.ones(len(data.events), dtype=bool)
+    sampler = train_module.NegativeSampler(data, train_mask, device=torch.device("cpu"), generator=generator)
+    seqs = train_module.training_sequences(data, "temporal", MAXLEN)
+    users_t, inputs_t, targets_t = (torch.from_numpy(a) for a in (seqs.users, seqs.inputs, seqs.targets))
+    model = SASRec(NUM_ITEMS, hidden_units=HIDDEN, num_blocks=BLOCKS, num_heads=HEADS, maxlen=MAXLEN,
+                   dropout_rate=DROPOUT, attention_dropout=attention_dropout, fast_dropout=fast_dropout)  # fmt: skip
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.98))
+    order = torch.randperm(len(users_t), generator=generator).split(BATCH)
+    times = []
+    for step in range(warmup + batches):
+        started = time.perf_counter()
+        rows = order[step]
+        loss = train_module._batch_loss(
+            model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], config, 1.0
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def run_variant(variant: str, batches: int, warmup: int) -> list[float]:
+    if variant == "port":
+        return run_port(batches, warmup)
+    options = {
+        "ours": {"fast_dropout": True, "attention_dropout": None},
+        "ours_torch_dropout": {"fast_dropout": False, "attention_dropout": None},
+        "ours_no_attention_dropout": {"fast_dropout": True, "attention_dropout": 0.0},
+    }[variant]
+    return run_ours(batches, warmup, **options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        times = run_variant(args.child, args.batches, args.warmup)
+        print(json.dumps({"variant": args.child, "times": times}))
+        return
+
+    print(f"SASRec training throughput on CPU ({torch.get_num_threads()} threads): users {NUM_USERS}, items "
+          f"{NUM_ITEMS}, batch {BATCH}, maxlen {MAXLEN}, hidden {HIDDEN}, blocks {BLOCKS}, heads {HEADS}, "
+          f"dropout {DROPOUT}, bce; {args.warmup} warm-up + {args.batches} timed batches per variant")  # fmt: skip
+    figures: dict[str, dict[str, float]] = {}
+    for variant in args.variants.split(","):
+        done = subprocess.run(
+            [sys.executable, __file__, f"--child={variant}", f"--batches={args.batches}", f"--warmup={args.warmup}"]
+            + ([f"--threads={args.threads}"] if args.threads else []),
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        times = json.loads(done.stdout.strip().splitlines()[-1])["times"]
+        median = statistics.median(times)
+        figures[variant] = {
+            "ms_per_batch_median": round(median * 1000, 1),
+            "ms_per_batch_min": round(min(times) * 1000, 1),
+            "positions_per_s": round(BATCH * MAXLEN / median),
+        }
+        print(f"  {variant:<26} median {median * 1000:7.1f} ms/batch  min {min(times) * 1000:7.1f}  "
+              f"{BATCH * MAXLEN / median:9,.0f} positions/s", flush=True)  # fmt: skip
+    if "port" in figures and "ours" in figures:
+        speedup = figures["port"]["ms_per_batch_median"] / figures["ours"]["ms_per_batch_median"]
+        print(f"speed-up of ours over the reference port: {speedup:.2f}x (target >= 3x)")
+        figures["speedup_ours_over_port"] = round(speedup, 2)  # type: ignore[assignment]
+    print(json.dumps({"benchmark": "train", **figures}))
+
+
+if __name__ == "__main__":
+    main()
