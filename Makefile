@@ -25,7 +25,7 @@ DATA_STAMP := data/.stamps/$(PROFILE).data
 export SASREC_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab data simulate report test test-unit test-notebooks bench lint format clean FORCE
+.PHONY: help setup lab data simulate report test paper bench lint format clean FORCE
 
 help: ## Show this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,13 @@ report: $(OUT)/README.md ## Run notebooks 01-06 headlessly (PROFILE=full|smoke) 
 
 test: setup ## Run the unit tests and the nbval notebook tests (smoke parameters)
 	$(PY) -m pytest -q tests
+
+SASREC_TXT ?= data/sasrec/ml-1m.txt
+paper: setup ## SASRec paper's protocol on a SASRec-format file (SASREC_TXT=path/ml-1m.txt): leave-one-out, 100 sampled negatives
+	$(PY) -m sasrec train --dataset=$(SASREC_TXT) --train_dir=paper --split=leave_one_out --eval_protocol=sampled \
+		--num_eval_negatives=100 --maxlen=200 --dropout_rate=0.2 --hidden_units=50 --num_blocks=2 --num_heads=1 \
+		--lr=0.001 --batch_size=128 --num_epochs=200 --eval_every=20 --patience=3 \
+		--metrics_json=reports/metrics/paper_protocol_$(notdir $(basename $(SASREC_TXT))).json
 
 bench: setup ## Run the performance benchmarks (minutes; figures printed and saved to reports/bench.json)
 	$(PY) benchmarks/run_all.py

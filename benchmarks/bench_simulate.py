@@ -24,23 +24,11 @@ import pyarrow.csv as pv
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sasrec import simulate as sim  # noqa: E402
+from sasrec.simulate import REAL_CALIBRATION  # noqa: E402
 
 #: Real KuaiRec 2.0 figures (KUAIREC.md); per-user counts are at scale 1.
 REAL = {
-    "big_matrix": {
-        "share_gt_2": 0.0747,
-        "share_ge_1": 0.338,
-        "share_lt_0.5": 0.359,
-        "median_le_5": 0.716,
-        "share_gt_5": 0.009,
-    },
-    "small_matrix": {
-        "share_gt_2": 0.0464,
-        "share_ge_1": 0.324,
-        "share_lt_0.5": 0.273,
-        "median_le_5": 0.766,
-        "share_gt_5": 0.005,
-    },
+    **REAL_CALIBRATION,
     "per_user_big": {"mean": 1746, "median": 1846, "min": 100, "max": 16015},
     "video_duration_s": {"mean": 14.2, "median": 9.6, "max": 315.0},
     "sequential_ndcg10": {"popularity": 0.079, "transition": 0.193},

@@ -175,6 +175,9 @@ class EvalTask:
         mask_history: whether history items are excluded from ranking (and from targets).
         relevance_threshold: the threshold used to build ``relevant``.
         meta: free-form description (split, stage, dataset names).
+        exclude: (n, I+1) CSR of further items never ranked for the row's user, or None: items the user is
+            known to have watched at an unknown time (KuaiRec's untimed rows). They are neither input nor
+            target; left rankable, a model that recognises them as the user's would be scored as wrong.
     """
 
     name: str
@@ -187,6 +190,7 @@ class EvalTask:
     mask_history: bool
     relevance_threshold: float
     meta: dict[str, Any] = field(default_factory=dict)
+    exclude: sp.csr_matrix | None = None
 
     @property
     def num_items(self) -> int:
@@ -210,6 +214,7 @@ class EvalTask:
             mask_history=self.mask_history,
             relevance_threshold=self.relevance_threshold,
             meta=self.meta,
+            exclude=None if self.exclude is None else self.exclude[rows],
         )
 
 
@@ -245,6 +250,25 @@ def _target_matrices(
         (agg["rel"].to_numpy(dtype=np.float32), i.copy(), indptr.copy()), shape=(n_rows, n_cols)
     )
     return targets, rel
+
+
+def untimed_exclusions(
+    data: PreparedData, row_of_user: np.ndarray, n_rows: int, n_cols: int, targets: sp.csr_matrix
+) -> sp.csr_matrix | None:
+    """(n_rows, n_cols) CSR of each evaluated user's untimed (label-only) items that are not targets."""
+    labels = data.labels
+    if labels is None or len(labels) == 0:
+        return None
+    rows = row_of_user[labels["user"].to_numpy()]
+    keep = rows >= 0
+    cols = labels["item"].to_numpy()[keep]
+    exclude = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols)), shape=(n_rows, n_cols)
+    )
+    exclude.data[:] = 1.0
+    exclude = exclude - exclude.multiply(targets != 0)
+    exclude.eliminate_zeros()
+    return sp.csr_matrix(exclude) if exclude.nnz else None
 
 
 def build_eval_task(
@@ -289,6 +313,7 @@ def build_eval_task(
         history if mask_history else None,
     )
     return EvalTask(
+        exclude=untimed_exclusions(data, row_of_user, len(users), n_cols, targets),
         name=f"{data.name}/{split}/{stage}",
         users=users,
         sequences=sequences,

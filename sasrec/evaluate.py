@@ -3,7 +3,8 @@
 Two protocols:
 
 * ``full``: every rankable item (the task's candidates, or all items but padding; minus each user's
-  history when ``task.mask_history``) is ranked. This is the protocol the study trusts.
+  history when ``task.mask_history``, and always minus ``task.exclude``: items the user watched at an
+  unknown time, such as KuaiRec's untimed small-matrix rows) is ranked. This is the protocol the study trusts.
 * ``sampled``: each user's candidate list is its relevant targets plus ``num_negatives`` negatives sampled
   uniformly, without replacement, from the rankable items that are neither history nor targets; all
   other items are excluded. With one target per user (leave-one-out) and 100 negatives this is the
@@ -213,6 +214,7 @@ def evaluate(
         raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
     n_rows, n_cols = len(task), task.history.shape[1]
     history = sp.csr_matrix(task.history)
+    exclude = None if task.exclude is None else sp.csr_matrix(task.exclude)
     targets = sp.csr_matrix(task.targets)
     target_relevant, target_gains = _target_values(targets, sp.csr_matrix(task.relevant), gain_clip)
     if item_popularity is None:
@@ -253,6 +255,8 @@ def evaluate(
                 rankable = ~hist_present & base_rankable[None, :]  # (B, C)
             else:
                 rankable = base_rankable[None, :].expand(stop - start, n_cols)  # (B, C)
+            if exclude is not None:  # known interactions of unknown time: neither input nor target
+                rankable = rankable & ~_dense_rows(exclude, start, stop, dev)  # (B, C)
             if protocol == "sampled":
                 user_keys = torch.from_numpy(np.array(task.users[start:stop], dtype=np.int64)).to(dev)
                 rankable = sampled_candidates(
@@ -412,14 +416,16 @@ def metrics_payload(
     return payload
 
 
-def _json_ready(value: Any) -> Any:
-    """Recursively convert numpy scalars/arrays and non-finite floats (-> None) for strict JSON."""
+def json_ready(value: Any) -> Any:
+    """Recursively convert DataFrames (-> records), numpy scalars/arrays and non-finite floats (-> None)."""
+    if isinstance(value, pd.DataFrame):
+        return json_ready(value.to_dict(orient="records"))
     if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
+        return {str(key): json_ready(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
+        return [json_ready(item) for item in value]
     if isinstance(value, np.ndarray):
-        return [_json_ready(item) for item in value.tolist()]
+        return [json_ready(item) for item in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, Path):
@@ -431,5 +437,5 @@ def _json_ready(value: Any) -> Any:
 
 def write_metrics_json(payload: dict, path: str | Path) -> Path:
     """Write ``payload`` as indented strict JSON (NaN -> null) atomically; return the path."""
-    text = json.dumps(_json_ready(payload), indent=2, allow_nan=False)
+    text = json.dumps(json_ready(payload), indent=2, allow_nan=False)
     return atomic_write_text(Path(path), text + "\n")

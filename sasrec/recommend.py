@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from sasrec.data import VALID, EvalTask, PreparedData, left_padded_tails, split_column
+from sasrec.data import VALID, EvalTask, PreparedData, left_padded_tails, split_column, untimed_exclusions
 from sasrec.errors import ConfigError, SasrecError
 from sasrec.evaluate import Scorer
 from sasrec.metrics import top_k_items
@@ -28,7 +28,9 @@ def recommendation_task(data: PreparedData, *, split: str = "temporal", maxlen: 
     indptr, items = data.sequences(history_mask)
     n_cols = data.num_items + 1
     empty = sp.csr_matrix((len(users), n_cols), dtype=np.float32)
+    row_of_user = np.arange(-1, data.num_users, dtype=np.int64)  # user index u -> row u - 1
     return EvalTask(
+        exclude=untimed_exclusions(data, row_of_user, len(users), n_cols, empty),
         name=f"{data.name}/{split}/recommend",
         users=users,
         sequences=left_padded_tails(indptr, items, users, maxlen),
@@ -95,11 +97,15 @@ def recommend(
             scores = torch.nan_to_num(scores, nan=float("-inf"))
             rankable = torch.ones_like(scores, dtype=torch.bool)
             rankable[:, 0] = False
-            if mask_history:
-                sub = history[start:stop].tocoo()
-                rankable[
-                    torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))
-                ] = False
+            if mask_history:  # watched videos: timed history and untimed (label-only) views
+                for seen in (history, task.exclude):
+                    if seen is None:
+                        continue
+                    sub = seen[start:stop].tocoo()
+                    rankable[
+                        torch.from_numpy(sub.row.astype(np.int64)),
+                        torch.from_numpy(sub.col.astype(np.int64)),
+                    ] = False
             items, valid = top_k_items(scores, rankable, int(top_n))  # (B, n)
             item_scores = torch.gather(scores, 1, items)
             n = items.shape[1]

@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import json
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pandas as pd
 from sasrec import paths
 from sasrec.cliutil import load_yaml_mapping
 from sasrec.errors import MissingDataError
+from sasrec.study import metric_table
 
 HEADLINE = ("ndcg@10", "graded_ndcg@10", "precision@10", "recall@10", "hr@10")
 
@@ -50,24 +50,6 @@ def _load(metrics: Path, name: str) -> dict[str, Any] | None:
 
 def _table(payload: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(payload["table"])
-
-
-def _wide(
-    table: pd.DataFrame, task: str, protocol: str = "full", metrics: Sequence[str] = HEADLINE
-) -> pd.DataFrame:
-    sub = table[(table["task"] == task) & (table["protocol"] == protocol) & table["metric"].isin(metrics)]
-    mean = sub.pivot(index="model", columns="metric", values="mean").reindex(columns=list(metrics))
-    low = sub.pivot(index="model", columns="metric", values="low").reindex(columns=list(metrics))
-    high = sub.pivot(index="model", columns="metric", values="high").reindex(columns=list(metrics))
-    mean = mean.sort_values(list(metrics)[0], ascending=False)
-    text = mean.copy().astype(object)
-    for model in mean.index:
-        for metric in metrics:
-            m, lo, hi = mean.loc[model, metric], low.loc[model, metric], high.loc[model, metric]
-            text.loc[model, metric] = (
-                "" if pd.isna(m) else f"{m:.4f} [{lo:.4f}, {hi:.4f}]" if not pd.isna(lo) else f"{m:.4f}"
-            )
-    return text.reset_index()
 
 
 def _value(
@@ -267,15 +249,15 @@ def build_summary(reports_dir: str | Path, profile: str = "full") -> str:
             "",
             "### Test, full ranking",
             "",
-            markdown_table(_wide(table, "test")),
+            markdown_table(metric_table(table, "test")),
             "",
             "### Validation, full ranking",
             "",
-            markdown_table(_wide(table, "valid")),
+            markdown_table(metric_table(table, "valid")),
             "",
             "### Test, the original project's sampled protocol (positives against 100 sampled negatives)",
             "",
-            markdown_table(_wide(table, "test", "sampled")),
+            markdown_table(metric_table(table, "test", "sampled")),
             "",
             "![test metrics](figures/eval_test_full.png)",
             "![sampled vs full](figures/eval_sampled_vs_full.png)",
@@ -289,11 +271,11 @@ def build_summary(reports_dir: str | Path, profile: str = "full") -> str:
             "",
             "### Small matrix (unbiased: every pair observed)",
             "",
-            markdown_table(_wide(table, "small_matrix")),
+            markdown_table(metric_table(table, "small_matrix")),
             "",
             "### Big-matrix hold-out (temporal test window of the sparse matrix)",
             "",
-            markdown_table(_wide(table, "big_holdout")),
+            markdown_table(metric_table(table, "big_holdout")),
             "",
             "### Agreement of the two model rankings",
             "",

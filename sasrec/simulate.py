@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.special import ndtri
 
-from sasrec import paths
+from sasrec import kuairec, paths
 from sasrec.cliutil import progress_enabled, str2bool
 from sasrec.errors import ConfigError, DataValidationError, MissingDataError
 
@@ -131,16 +131,7 @@ REAL_CALIBRATION: dict[str, dict[str, float]] = {
     },
 }
 
-INTERACTION_COLUMNS = (
-    "user_id",
-    "video_id",
-    "play_duration",
-    "video_duration",
-    "time",
-    "date",
-    "timestamp",
-    "watch_ratio",
-)
+INTERACTION_COLUMNS = tuple(kuairec.INTERACTION_COLUMNS)
 GROUND_TRUTH_FILE = "ground_truth.parquet"
 METADATA_FILE = "simulation.json"
 

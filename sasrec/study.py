@@ -21,6 +21,7 @@ from scipy.stats import kendalltau
 from sasrec import paths
 from sasrec.data import EvalTask, PreparedData, build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
+from sasrec.evaluate import json_ready
 
 # The study's SASRec training variants (issue: loss parameter plus the original project's flags).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -47,26 +48,10 @@ def figures_dir(reports_dir: str | Path) -> Path:
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.to_dict(orient="records"))
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def save_json(payload: dict[str, Any], reports_dir: str | Path, name: str) -> Path:
     """Write ``payload`` atomically to ``<reports_dir>/metrics/<name>.json``."""
     path = metrics_dir(reports_dir) / f"{name}.json"
-    paths.atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
+    paths.atomic_write_text(path, json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -275,21 +260,25 @@ def evaluate_models(
 def metric_table(
     table: pd.DataFrame, task: str, protocol: str = "full", metrics: Sequence[str] = HEADLINE_METRICS
 ) -> pd.DataFrame:
-    """Wide table (model x metric, "mean [low, high]") of one task and protocol, sorted by the first metric."""
+    """Wide table (one row per model, "mean [low, high]" per metric) of one task and protocol, best first."""
     sub = table[(table["task"] == task) & (table["protocol"] == protocol) & table["metric"].isin(metrics)]
-    means = sub.pivot(index="model", columns="metric", values="mean").reindex(columns=list(metrics))
-    lows = sub.pivot(index="model", columns="metric", values="low").reindex(columns=list(metrics))
-    highs = sub.pivot(index="model", columns="metric", values="high").reindex(columns=list(metrics))
-    order = means.sort_values(list(metrics)[0], ascending=False).index
-    text = (
-        means.map(lambda v: f"{v:.4f}")
-        + " ["
-        + lows.map(lambda v: f"{v:.4f}")
-        + ", "
-        + highs.map(lambda v: f"{v:.4f}")
-        + "]"
+    wide = {
+        column: sub.pivot(index="model", columns="metric", values=column).reindex(columns=list(metrics))
+        for column in ("mean", "low", "high")
+    }
+    order = wide["mean"].sort_values(list(metrics)[0], ascending=False).index
+
+    def cell(mean: float, low: float, high: float) -> str:
+        if pd.isna(mean):
+            return ""
+        return f"{mean:.4f}" if pd.isna(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+    text = pd.DataFrame(
+        np.vectorize(cell, otypes=[object])(wide["mean"], wide["low"], wide["high"]),
+        index=wide["mean"].index,
+        columns=list(metrics),
     )
-    return text.loc[order]
+    return text.loc[order].rename_axis("model").reset_index()
 
 
 def results_by_activity(

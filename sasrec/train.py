@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from sasrec.data import SPLITS, EvalTask, PreparedData, build_eval_task, left_pa
 from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
 from sasrec.model import SASRec
 from sasrec.paths import atomic_path, models_dir
+
+if TYPE_CHECKING:
+    from sasrec.evaluate import EvalResult
 
 LOSSES = ("bce", "ce", "sampled_softmax", "gbce")
 EVAL_PROTOCOLS = ("full", "sampled")
@@ -684,13 +687,13 @@ def _batch_loss(
     return loss
 
 
-def _evaluate_valid(
-    model: SASRec, task: EvalTask, config: TrainConfig, popularity: np.ndarray, device: torch.device
-) -> dict[str, float]:
+def evaluate_model(
+    scorer: SASRecScorer, task: EvalTask, config: TrainConfig, progress: bool | None = False
+) -> EvalResult:
+    """Evaluate a SASRec scorer on ``task`` with the config's K, protocol, negatives and seed."""
     from sasrec.evaluate import evaluate
 
-    scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size, device=device)
-    result = evaluate(
+    return evaluate(
         scorer,
         task,
         k=config.k,
@@ -698,9 +701,15 @@ def _evaluate_valid(
         num_negatives=config.num_eval_negatives,
         seed=config.seed,
         batch_size=config.eval_batch_size,
-        progress=False,
+        progress=progress,
     )
-    return {key: float(value) for key, value in result.summary.items()}
+
+
+def _evaluate_valid(
+    model: SASRec, task: EvalTask, config: TrainConfig, popularity: np.ndarray, device: torch.device
+) -> dict[str, float]:
+    scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size, device=device)
+    return {key: float(value) for key, value in evaluate_model(scorer, task, config).summary.items()}
 
 
 def _write_log(log: list[dict[str, Any]], path: Path) -> None:

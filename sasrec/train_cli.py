@@ -23,6 +23,7 @@ from sasrec.train import (
     LOSSES,
     SASRecScorer,
     TrainConfig,
+    evaluate_model,
     item_popularity,
     load_checkpoint,
     resolve_device,
@@ -190,21 +191,6 @@ def _print_epoch(k: int):
     return show
 
 
-def _evaluate(scorer: SASRecScorer, task: Any, config: TrainConfig, progress: bool | None):
-    from sasrec.evaluate import evaluate
-
-    return evaluate(
-        scorer,
-        task,
-        k=config.k,
-        protocol=config.eval_protocol,
-        num_negatives=config.num_eval_negatives,
-        seed=config.seed,
-        batch_size=config.eval_batch_size,
-        progress=progress,
-    )
-
-
 def _write_metrics(
     path: str, data_name: str, config: TrainConfig, valid: Any, test: Any, extra: dict
 ) -> None:
@@ -279,7 +265,7 @@ def _inference(settings: dict[str, Any]) -> int:
                 ),
             )
             scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
-            result = _evaluate(scorer, task, config, progress)
+            result = evaluate_model(scorer, task, config, progress)
             print(_format_summary(f"test {task.name}", result.summary, config.k))
             n_fallback = len(scorer.fallback_rows)
             if n_fallback:
@@ -306,7 +292,7 @@ def _inference(settings: dict[str, Any]) -> int:
                     relevance_threshold=config.relevance_threshold,
                 )
                 scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
-                results[stage] = _evaluate(scorer, task, config, progress)
+                results[stage] = evaluate_model(scorer, task, config, progress)
                 print(_format_summary(f"{stage} {task.name}", results[stage].summary, config.k))
             if settings.get("metrics_json"):
                 _write_metrics(
@@ -353,7 +339,7 @@ def _training(settings: dict[str, Any]) -> int:
             data, config.split, stage, maxlen=config.maxlen, relevance_threshold=config.relevance_threshold
         )
         scorer = SASRecScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
-        results[stage] = _evaluate(scorer, task, config, config.progress)
+        results[stage] = evaluate_model(scorer, task, config, config.progress)
         print(_format_summary(f"{stage} {task.name} (best model)", results[stage].summary, config.k))
     if settings.get("metrics_json"):
         extra = {

@@ -95,3 +95,55 @@ def test_cross_task_rejects_test_users_missing_from_training(tiny_data) -> None:
     small.user_ids = np.array([-1, 99])
     with pytest.raises(ConfigError, match="no history"):
         build_cross_task(tiny_data, small)
+
+
+class _FixedScorer:
+    """Scores every row with the same vector (higher is better)."""
+
+    def __init__(self, scores: list[float]) -> None:
+        import torch
+
+        self.scores = torch.tensor(scores, dtype=torch.float32)
+
+    def score(self, task, rows):  # noqa: ANN001, ANN201
+        return self.scores.expand(len(rows), -1).clone()
+
+
+def _with_untimed_label(tiny_data, user: int, item: int, watch_ratio: float = 1.0):
+    import pandas as pd
+
+    tiny_data.labels = pd.DataFrame(
+        {"user": pd.array([user], dtype="int32"), "item": pd.array([item], dtype="int32"),
+         "watch_ratio": pd.array([watch_ratio], dtype="float32"), "liked": [True], "relevant": [False]}
+    )  # fmt: skip
+    return tiny_data
+
+
+def test_untimed_label_items_are_excluded_from_ranking_not_from_input(tiny_data) -> None:
+    from sasrec.evaluate import evaluate
+
+    # user 2 watched item 4 at an unknown time (a KuaiRec forced exposure): neither input nor target
+    data = _with_untimed_label(tiny_data, user=2, item=4)
+    task = build_eval_task(data, "temporal", "test")
+    assert task.exclude is not None
+    assert task.exclude[1].indices.tolist() == [4] and task.exclude[0].nnz == 0
+    assert 4 not in task.history[1].indices and 4 not in task.sequences[1]
+    # a scorer preferring item 4, then 1: for user 2 (target 1, not relevant) the top item must be 1;
+    # user 1's only rankable items are 5 (relevant target) and... 1-4 are history, so 5 ranks first.
+    result = evaluate(_FixedScorer([0.0, 2.0, 0.0, 0.0, 9.0, 1.0]), task, k=1)
+    per_user = result.per_user.set_index("user")
+    assert per_user.loc[1, "ndcg@1"] == pytest.approx(1.0)
+    # user 2's target (item 1, watch_ratio 1.5) is ranked first only because item 4 is excluded
+    assert per_user.loc[2, "graded_ndcg@1"] == pytest.approx(1.0)
+
+
+def test_recommendations_never_repeat_untimed_views(tiny_data) -> None:
+    from sasrec.recommend import recommend
+
+    data = _with_untimed_label(tiny_data, user=2, item=4)
+    recs = recommend(_FixedScorer([0.0, 2.0, 0.0, 0.0, 9.0, 1.0]), data, top_n=1)
+    top = recs.set_index("user_id")["video_id"]
+    # user index 2 is original id 1; item 4 is video 30 (excluded), item 1 is video 0
+    assert top.loc[1] == 0
+    # user index 3 (original 2) watched only item 4 in the timed history: its top item is 1 (video 0)
+    assert top.loc[2] == 0
