@@ -76,8 +76,20 @@ def test_train_then_inference_and_recommendations(
     )  # dense small matrix: some users have < 5 unseen
     assert (ranks.count() == ranks.max()).all()  # ranks 1..n without gaps
     raw_small = pd.read_csv(world["raw"] / "small_matrix.csv", usecols=["user_id", "video_id"])
-    assert set(frame["user_id"]) == set(raw_small["user_id"])  # original ids, every user
-    assert set(frame["video_id"]) <= set(raw_small["video_id"])
+    assert set(frame["video_id"]) <= set(raw_small["video_id"])  # original ids
+    # input = train + valid events of the temporal split; those and untimed views are never recommended,
+    # so every user with something left gets recommendations
+    from sasrec.prepare import load_prepared
+
+    data = load_prepared("small_matrix", data_dir=world["raw"])
+    known = pd.concat(
+        [data.events.loc[data.events["split_temporal"] <= 1, ["user", "item"]], data.labels[["user", "item"]]]
+    ).drop_duplicates()
+    known = pd.DataFrame({"user_id": data.user_ids[known["user"]], "video_id": data.item_ids[known["item"]]})
+    counts = known.groupby("user_id").size()
+    assert set(frame["user_id"]) == set(counts.index[counts < data.num_items])
+    seen = set(zip(known["user_id"], known["video_id"], strict=True))
+    assert not seen & set(zip(frame["user_id"], frame["video_id"], strict=True))
 
 
 @pytest.mark.parametrize("flag", ["--explicit_negatives=true", "--weighted_dislike=true"])
