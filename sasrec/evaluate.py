@@ -232,6 +232,7 @@ def evaluate(
 
     metric_columns: dict[str, list[np.ndarray]] = {}
     popularity_column: list[np.ndarray] = []
+    candidates_column: list[np.ndarray] = []
     recommended: torch.Tensor | None = None
     starts = range(0, n_rows, batch_size)
     bar = tqdm(starts, desc=f"evaluate {task.name}", unit="batch", disable=not progress_enabled(progress))
@@ -263,6 +264,9 @@ def evaluate(
                     rankable, hist_present, target_present, relevant, user_keys, num_negatives, seed
                 )
 
+            candidates_column.append(
+                rankable.sum(dim=1).cpu().numpy()
+            )  # (B,) items each user is ranked among
             items, valid = top_k_items(scores, rankable, k)  # (B, k')
             batch_metrics = ranking_metrics(items, valid, relevant.float(), gains, rankable, k)
             for name, values in batch_metrics.items():
@@ -283,6 +287,11 @@ def evaluate(
                 weights=target_relevant,
                 minlength=n_rows,
             ).astype(np.int64),
+            "n_candidates": (
+                np.concatenate(candidates_column).astype(np.int64)
+                if candidates_column
+                else np.zeros(0, np.int64)
+            ),
         }
     )
     for name in (f"{metric}@{k}" for metric in METRIC_NAMES):
@@ -323,6 +332,11 @@ def _summarise(
     summary["users_with_targets"] = int((per_user["n_targets"] > 0).sum())
     summary["users_without_relevant"] = int(len(per_user) - with_relevant)
     summary["users_total"] = int(len(per_user))
+    eligible = per_user["n_relevant"] > 0
+    # items each evaluated user is ranked among: all unmasked items (full) or relevant + negatives (sampled)
+    summary["mean_candidates"] = (
+        float(per_user.loc[eligible, "n_candidates"].mean()) if eligible.any() else float("nan")
+    )
     return summary
 
 

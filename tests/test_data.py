@@ -135,6 +135,9 @@ def test_untimed_label_items_are_excluded_from_ranking_not_from_input(tiny_data)
     assert per_user.loc[1, "ndcg@1"] == pytest.approx(1.0)
     # user 2's target (item 1, watch_ratio 1.5) is ranked first only because item 4 is excluded
     assert per_user.loc[2, "graded_ndcg@1"] == pytest.approx(1.0)
+    # user 1 can only be ranked among item 5; user 2 among items 1 and 5 (not the excluded 4)
+    assert per_user["n_candidates"].tolist() == [1, 2]
+    assert result.summary["mean_candidates"] == pytest.approx(1.0)  # over users with a relevant target
 
 
 def test_recommendations_never_repeat_untimed_views(tiny_data) -> None:
