@@ -33,7 +33,6 @@ help: ## Show this list of targets
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip >/dev/null
 	$(VENV)/bin/pip install -e '.[dev]'
 	$(VENV)/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sasrec)" >/dev/null
 	touch $@
@@ -71,7 +70,7 @@ $(OUT)/README.md: $(EXECUTED)
 report: $(OUT)/README.md ## Run notebooks 01-06 headlessly (PROFILE=full|smoke) and regenerate the report
 	@echo "report written to $(OUT)/README.md"
 
-test: setup ## Run the unit tests and the nbval notebook tests (smoke parameters)
+test: setup lint ## Lint, then the unit tests and the nbval notebook tests (smoke parameters)
 	$(PY) -m pytest -q tests
 
 SASREC_TXT ?= data/sasrec/ml-1m.txt

@@ -25,7 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sasrec.baselines import BASELINES, make_baseline  # noqa: E402
-from sasrec.data import PreparedData, build_eval_task  # noqa: E402
+from sasrec.data import PreparedData, build_eval_task, empty_labels  # noqa: E402
 from sasrec.evaluate import evaluate  # noqa: E402
 
 USERS, ITEMS, EVENTS = 7176, 10728, 12_530_806
@@ -59,18 +59,7 @@ def synthetic_data(scale: float, seed: int = 0) -> PreparedData:
             "split_leave_one_out": split,
         }
     )
-    labels = pd.DataFrame(
-        {
-            c: pd.Series(dtype=t)
-            for c, t in {
-                "user": "int32",
-                "item": "int32",
-                "watch_ratio": "float32",
-                "liked": "bool",
-                "relevant": "bool",
-            }.items()
-        }
-    )
+    labels = empty_labels()
     return PreparedData(
         name=f"synthetic_x{scale:g}",
         events=events,

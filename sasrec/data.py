@@ -44,6 +44,11 @@ LABEL_COLUMNS = {
 }
 
 
+def empty_labels() -> pd.DataFrame:
+    """A labels frame with no rows and the ``LABEL_COLUMNS`` dtypes (data without untimed rows)."""
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in LABEL_COLUMNS.items()})
+
+
 def split_column(split: str) -> str:
     """Name of the events column holding ``split``'s assignment."""
     if split not in SPLITS:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec.data import PreparedData
+from sasrec.data import PreparedData, empty_labels
 
 
 @pytest.fixture(autouse=True)
@@ -33,18 +33,7 @@ def make_prepared(
             "split_leave_one_out": frame["split"].astype("int8"),
         }
     )
-    labels = pd.DataFrame(
-        {
-            c: pd.Series(dtype=t)
-            for c, t in {
-                "user": "int32",
-                "item": "int32",
-                "watch_ratio": "float32",
-                "liked": "bool",
-                "relevant": "bool",
-            }.items()
-        }
-    )
+    labels = empty_labels()
     return PreparedData(
         name=name,
         events=events,
