@@ -104,3 +104,19 @@ def test_summary_fills_every_number_from_the_metrics(tmp_path: Path) -> None:
     assert path == tmp_path / "README.md"
     assert "0.3012" in path.read_text(encoding="utf-8")
     assert not list(tmp_path.glob(".README.md.*"))  # atomic write leaves no temporary file
+
+
+def test_atomic_write_gives_the_umask_mode_and_leaves_no_temporary(tmp_path: Path) -> None:
+    import os
+
+    from sasrec.paths import atomic_path, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "out" / "file.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "hello"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "failed.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing half-written left behind
