@@ -101,7 +101,7 @@ BITMAP_MAX_KEYS = 400_000_000
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     """Raise DataValidationError naming ``what`` when ``df`` lacks any of ``columns``."""
     if not isinstance(df, pd.DataFrame):
         raise DataValidationError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -136,7 +136,7 @@ def _check_frames(frames: Mapping[str, pd.DataFrame], columns: Sequence[str] = I
     if not isinstance(frames, Mapping) or not frames:
         raise ConfigError("frames must be a non-empty mapping of matrix name -> interactions DataFrame")
     for name, df in frames.items():
-        _require_columns(df, columns, f"interaction matrix {name!r}")
+        require_columns(df, columns, f"interaction matrix {name!r}")
 
 
 def _pair_keys(users: np.ndarray, videos: np.ndarray, n_videos: int) -> np.ndarray:
@@ -177,7 +177,7 @@ def _unique_pairs(df: pd.DataFrame, n_videos: int | None = None) -> tuple[np.nda
 
 def count_unique_pairs(df: pd.DataFrame) -> int:
     """Number of distinct (user_id, video_id) pairs of an interaction frame."""
-    _require_columns(df, ["user_id", "video_id"], "count_unique_pairs")
+    require_columns(df, ["user_id", "video_id"], "count_unique_pairs")
     return len(_unique_pairs(df)[0])
 
 
@@ -325,7 +325,7 @@ def watch_ratio_shares(df: pd.DataFrame) -> dict[str, float]:
     "liked"), gt09, gt5, median_le5 (median of rows with watch_ratio <= 5), mean, max. Rows with a missing
     watch_ratio are ignored.
     """
-    _require_columns(df, ["watch_ratio"], "watch_ratio_shares")
+    require_columns(df, ["watch_ratio"], "watch_ratio_shares")
     ratio = df["watch_ratio"].to_numpy(dtype=np.float64)
     ratio = ratio[np.isfinite(ratio)]
     if len(ratio) == 0:
@@ -351,13 +351,13 @@ def watch_ratio_shares(df: pd.DataFrame) -> dict[str, float]:
 
 def interactions_per_user(df: pd.DataFrame) -> pd.Series:
     """Rows per user (index user_id, only users with rows), sorted by user id."""
-    _require_columns(df, ["user_id"], "interactions_per_user")
+    require_columns(df, ["user_id"], "interactions_per_user")
     return _count_by_id(_ids(df, "user_id", "interactions"), "interactions", "user_id")
 
 
 def interactions_per_video(df: pd.DataFrame) -> pd.Series:
     """Rows per video (index video_id, only videos with rows), sorted by video id."""
-    _require_columns(df, ["video_id"], "interactions_per_video")
+    require_columns(df, ["video_id"], "interactions_per_video")
     return _count_by_id(_ids(df, "video_id", "interactions"), "interactions", "video_id")
 
 
@@ -369,7 +369,7 @@ def _distinct_partners(df: pd.DataFrame, by: str) -> pd.Series:
 
 def per_user_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Describe-style table (count, mean, std, min, quartiles, max) of interactions and distinct videos per user."""
-    _require_columns(df, ["user_id", "video_id"], "per_user_counts")
+    require_columns(df, ["user_id", "video_id"], "per_user_counts")
     table = pd.DataFrame(
         {"interactions": interactions_per_user(df), "distinct videos": _distinct_partners(df, "user_id")}
     )
@@ -378,7 +378,7 @@ def per_user_counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def per_video_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Describe-style table of interactions and distinct users per video."""
-    _require_columns(df, ["user_id", "video_id"], "per_video_counts")
+    require_columns(df, ["user_id", "video_id"], "per_video_counts")
     table = pd.DataFrame(
         {"interactions": interactions_per_video(df), "distinct users": _distinct_partners(df, "video_id")}
     )
@@ -419,7 +419,7 @@ def matrix_summary(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def matrix_statistics(df: pd.DataFrame) -> dict[str, Any]:
     """The statistics of :data:`REAL_STATS` computed on one matrix (same keys)."""
-    _require_columns(df, INTERACTION_COLUMNS, "matrix_statistics")
+    require_columns(df, INTERACTION_COLUMNS, "matrix_statistics")
     stats = _basic_stats(df)
     shares = watch_ratio_shares(df)
     for key in ("gt2", "ge1", "lt05", "median_le5", "gt5"):
@@ -472,7 +472,7 @@ def daily_activity(df: pd.DataFrame) -> pd.DataFrame:
     Every day from the first to the last is listed, days without rows with zeros. Columns: date
     (datetime64, local midnight, no time zone), interactions, users.
     """
-    _require_columns(df, ["user_id", "timestamp"], "daily_activity")
+    require_columns(df, ["user_id", "timestamp"], "daily_activity")
     timestamps = df["timestamp"].to_numpy(dtype=np.float64)
     timed = np.isfinite(timestamps)
     if not timed.any():
@@ -510,7 +510,7 @@ def tag_frequencies(item_categories: pd.DataFrame, df: pd.DataFrame | None = Non
         One row per tag, sorted by tag: tag, videos, video_share (of all videos listed), and with ``df``
         interactions, interaction_share (of all rows). Shares sum above 1 as videos carry 1-4 tags.
     """
-    _require_columns(item_categories, ["video_id", "feat"], "item_categories")
+    require_columns(item_categories, ["video_id", "feat"], "item_categories")
     exploded = item_categories[["video_id", "feat"]].explode("feat").dropna(subset=["feat"])
     try:
         tags = pd.to_numeric(exploded["feat"], errors="raise").to_numpy()
@@ -535,7 +535,7 @@ def tag_frequencies(item_categories: pd.DataFrame, df: pd.DataFrame | None = Non
     table = pd.DataFrame({"tag": present.astype(np.int64), "videos": video_counts[present].astype(np.int64)})
     table["video_share"] = table["videos"] / n_videos_total if n_videos_total else np.nan
     if df is not None:
-        _require_columns(df, ["video_id"], "tag_frequencies interactions")
+        require_columns(df, ["video_id"], "tag_frequencies interactions")
         rows_video = _ids(df, "video_id", "interactions")
         size = max(
             int(rows_video.max()) + 1 if len(rows_video) else 0,

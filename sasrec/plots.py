@@ -87,23 +87,11 @@ def _finish(fig: Figure, out: str | Path | None) -> Figure:
     return fig
 
 
-def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise DataValidationError(f"{what}: expected a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise DataValidationError(
-            f"{what}: missing column(s) {missing}; expected {list(columns)}, found {list(table.columns)}"
-        )
-    if table.empty:
-        raise DataValidationError(f"{what}: the table has no rows; expected columns {list(columns)}")
-
-
 def _check_frames(frames: Mapping[str, pd.DataFrame], columns: Sequence[str], what: str) -> None:
     if not isinstance(frames, Mapping) or not frames:
         raise ConfigError(f"{what}: frames must be a non-empty mapping of matrix name -> DataFrame")
     for name, df in frames.items():
-        _require(df, columns, f"{what} ({name!r})")
+        eda.require_columns(df, columns, f"{what} ({name!r})")
 
 
 def palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -231,7 +219,7 @@ def plot_daily_activity(
         table = pd.concat(parts, ignore_index=True)
     else:
         table = daily if "matrix" in getattr(daily, "columns", []) else _with_matrix(daily, "data")
-    _require(table, ["date", "interactions", "matrix"], "plot_daily_activity")
+    eda.require_columns(table, ["date", "interactions", "matrix"], "plot_daily_activity")
     has_users = "users" in table.columns
     fig, axes = _new_figure(2 if has_users else 1, 1, panel_size=(9.0, 3.0), sharex=True)
     colors = palette(list(dict.fromkeys(table["matrix"])))
@@ -257,13 +245,13 @@ def plot_daily_activity(
 
 
 def _with_matrix(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    _require(frame, ["date", "interactions"], f"plot_daily_activity ({name!r})")
+    eda.require_columns(frame, ["date", "interactions"], f"plot_daily_activity ({name!r})")
     return frame.assign(matrix=name)
 
 
 def plot_tag_frequencies(tags: pd.DataFrame, out: str | Path | None = None) -> Figure:
     """Share of videos (and of interactions, when present) per category tag, sorted by video share."""
-    _require(tags, ["tag", "videos"], "plot_tag_frequencies")
+    eda.require_columns(tags, ["tag", "videos"], "plot_tag_frequencies")
     table = tags.copy()
     if "video_share" not in table.columns:
         table["video_share"] = table["videos"] / table["videos"].sum()
@@ -365,7 +353,7 @@ def _positions(sorted_sample: np.ndarray, values: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------------- preparation
 def plot_split_sizes(counts: pd.DataFrame, out: str | Path | None = None) -> Figure:
     """Stacked horizontal bars of events per split method and part (train / valid / test), shares annotated."""
-    _require(counts, ["split", "part", "events"], "plot_split_sizes")
+    eda.require_columns(counts, ["split", "part", "events"], "plot_split_sizes")
     table = counts.groupby(["split", "part"], sort=False)["events"].sum().unstack("part", fill_value=0)
     parts = [p for p in PART_ORDER if p in table.columns] + [p for p in table.columns if p not in PART_ORDER]
     table = table[parts]
@@ -432,7 +420,7 @@ def plot_training_curves(
     log: pd.DataFrame, out: str | Path | None = None, metric: str = "valid_ndcg@10"
 ) -> Figure:
     """Two panels per training log: loss per epoch and validation ``metric`` (NaN epochs skipped), per variant."""
-    _require(log, ["variant", "epoch", "loss", metric], "plot_training_curves")
+    eda.require_columns(log, ["variant", "epoch", "loss", metric], "plot_training_curves")
     fig, axes = _new_figure(1, 2)
     colors = palette(list(dict.fromkeys(log["variant"])))
     for variant, part in log.sort_values("epoch", kind="stable").groupby("variant", sort=False):
@@ -461,7 +449,7 @@ def plot_metric_comparison(
     ``table`` has columns model, metric, mean, low, high with one row per (model, metric) (filter task and
     protocol first). Bars are sorted by mean, best at the top; a model keeps its colour across panels.
     """
-    _require(table, ["model", "metric", "mean", "low", "high"], "plot_metric_comparison")
+    eda.require_columns(table, ["model", "metric", "mean", "low", "high"], "plot_metric_comparison")
     duplicated = table.duplicated(["model", "metric"])
     if duplicated.any():
         example = table.loc[duplicated, ["model", "metric"]].iloc[0].to_dict()
@@ -514,7 +502,7 @@ def plot_by_activity(
     gets a 95% normal-approximation interval and the ticks show users per bucket) or one row per bucket
     already averaged. Buckets keep their categorical order (see :func:`sasrec.eda.activity_buckets`).
     """
-    _require(per_user, ["model", "activity_bucket", metric], "plot_by_activity")
+    eda.require_columns(per_user, ["model", "activity_bucket", metric], "plot_by_activity")
     bucket_values = per_user["activity_bucket"]
     if isinstance(bucket_values.dtype, pd.CategoricalDtype):
         present = set(bucket_values.dropna())
@@ -566,7 +554,7 @@ def plot_sampled_vs_full(
     """
     from scipy.stats import kendalltau
 
-    _require(table, ["model", "protocol", metric], "plot_sampled_vs_full")
+    eda.require_columns(table, ["model", "protocol", metric], "plot_sampled_vs_full")
     wide = table.pivot_table(index="model", columns="protocol", values=metric, aggfunc="mean")
     missing = [p for p in ("sampled", "full") if p not in wide.columns]
     if missing:
@@ -613,7 +601,7 @@ def plot_cross_dataset(
     disagree with the unbiased small-matrix ones. ``kendall_tau`` (rank agreement) is annotated; ``oracle``
     draws the small-matrix oracle level.
     """
-    _require(table, ["model", "big_holdout_ndcg", "small_ndcg"], "plot_cross_dataset")
+    eda.require_columns(table, ["model", "big_holdout_ndcg", "small_ndcg"], "plot_cross_dataset")
     if oracle is None and (table["model"] == "oracle").any():  # the oracle has no big hold-out value
         oracle = float(table.loc[table["model"] == "oracle", "small_ndcg"].iloc[0])
     table = table[table["model"] != "oracle"].dropna(subset=["big_holdout_ndcg", "small_ndcg"])
@@ -670,7 +658,7 @@ def plot_grid_effects(
     dropout_rate, num_epochs, variant. By default every such column that varies is shown (all present
     ones when none varies); dots are coloured by variant when that column exists.
     """
-    _require(results, [metric], "plot_grid_effects")
+    eda.require_columns(results, [metric], "plot_grid_effects")
     if params is None:
         present = [p for p in GRID_PARAMETERS if p in results.columns]
         varying = [p for p in present if results[p].nunique(dropna=False) > 1]
