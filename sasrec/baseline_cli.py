@@ -22,7 +22,7 @@ import yaml
 
 from sasrec.baselines import BASELINES, Baseline, make_baseline
 from sasrec.cliutil import str2bool
-from sasrec.data import SPLITS, VALID, PreparedData, build_cross_task, build_eval_task, split_column
+from sasrec.data import SPLITS, PreparedData, build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
 from sasrec.evaluate import PROTOCOLS, EvalResult, evaluate, metrics_payload, write_metrics_json
 from sasrec.paths import models_dir, resolve
@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else None
     data = load_prepared(args.dataset, data_dir=data_dir)
     split = args.split
-    column = split_column(split)
     eval_kwargs: dict[str, Any] = {
         "k": args.k,
         "protocol": args.eval_protocol,
@@ -88,47 +87,36 @@ def run(args: argparse.Namespace) -> int:
         "progress": False if args.no_progress else None,
     }
     timings: dict[str, float] = {}
-    if args.training_dataset:
-        train_data = load_prepared(args.training_dataset, data_dir=data_dir)
-        valid_model, timings["fit_valid_seconds"] = _fit_timed(
-            args.model, args.seed, split, params, train_data, train_data.events[column].to_numpy() == 0
-        )
-        valid_task = build_eval_task(
-            train_data, split, "valid", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
-        )
-        started = time.perf_counter()
-        valid = evaluate(valid_model, valid_task, **eval_kwargs)
-        timings["eval_valid_seconds"] = time.perf_counter() - started
-        del valid_model
-        test_model, timings["fit_test_seconds"] = _fit_timed(
-            args.model, args.seed, split, params, train_data, np.ones(len(train_data.events), dtype=bool)
-        )
+    # Validation always happens on the dataset the model is fitted on: the training dataset of a
+    # big-to-small run, else the dataset itself.
+    rec_data = load_prepared(args.training_dataset, data_dir=data_dir) if args.training_dataset else data
+    valid_mask, _ = rec_data.stage_masks(split, "valid")
+    valid_model, timings["fit_valid_seconds"] = _fit_timed(
+        args.model, args.seed, split, params, rec_data, valid_mask
+    )
+    valid_task = build_eval_task(
+        rec_data, split, "valid", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
+    )
+    started = time.perf_counter()
+    valid = evaluate(valid_model, valid_task, **eval_kwargs)
+    timings["eval_valid_seconds"] = time.perf_counter() - started
+    del valid_model
+    if args.training_dataset:  # refit on every training event, then rank the test dataset's videos
+        test_mask = np.ones(len(rec_data.events), dtype=bool)
         threshold = (
             args.relevance_threshold
             if args.relevance_threshold is not None
             else float(data.meta.get("relevance_threshold", 2.0))
         )
-        test_task = build_cross_task(train_data, data, maxlen=args.maxlen, relevance_threshold=threshold)
-        rec_data = train_data
-    else:
-        assignment = data.events[column].to_numpy()
-        valid_model, timings["fit_valid_seconds"] = _fit_timed(
-            args.model, args.seed, split, params, data, assignment == 0
-        )
-        valid_task = build_eval_task(
-            data, split, "valid", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
-        )
-        started = time.perf_counter()
-        valid = evaluate(valid_model, valid_task, **eval_kwargs)
-        timings["eval_valid_seconds"] = time.perf_counter() - started
-        del valid_model
-        test_model, timings["fit_test_seconds"] = _fit_timed(
-            args.model, args.seed, split, params, data, assignment <= VALID
-        )
+        test_task = build_cross_task(rec_data, data, maxlen=args.maxlen, relevance_threshold=threshold)
+    else:  # refit on train + valid events
+        test_mask, _ = data.stage_masks(split, "test")
         test_task = build_eval_task(
             data, split, "test", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
         )
-        rec_data = data
+    test_model, timings["fit_test_seconds"] = _fit_timed(
+        args.model, args.seed, split, params, rec_data, test_mask
+    )
     started = time.perf_counter()
     test = evaluate(test_model, test_task, **eval_kwargs)
     timings["eval_test_seconds"] = time.perf_counter() - started

@@ -226,3 +226,25 @@ def test_big_to_small_task_with_a_baseline_fitted_on_all_big_events(tiny_data: P
     log3 = math.log2(3)
     assert per_user.loc[3, "ndcg@2"] == pytest.approx((1 / log3) / (1 + 1 / log3))
     assert result.summary["coverage@2"] == pytest.approx(4 / 4)  # {4, 5} | {2, 1} over 4 candidates
+
+
+def test_baseline_command_big_to_small(tiny_data, tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    import sasrec.prepare
+    from tests.conftest import make_prepared
+
+    # "small": original user 1 (big user 2, history 2, 3, 1) watched video 40 (big item 5), watch_ratio 3.0
+    small = make_prepared([(1, 1, 1.0, 3.0, 0)], num_users=1, num_items=1, name="small")
+    small.user_ids, small.item_ids = np.array([-1, 1]), np.array([-1, 40])
+    datasets = {"big": tiny_data, "small": small}
+    monkeypatch.setattr(sasrec.prepare, "load_prepared", lambda dataset, **kw: datasets[dataset])
+    out = tmp_path / "m.json"
+    rc = _run_cli(["baseline", "--dataset=small", "--training_dataset=big", "--model", "pop", "--k", "1",
+                   "--metrics_json", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    payload = json.loads(out.read_text())
+    assert payload["valid_task"] == "tiny/temporal/valid"  # validation on the training dataset
+    assert payload["test_task"] == "tiny->small"
+    # test ranks only the small matrix's video (big item 5), which big user 2 never watched: a hit
+    assert payload["test"]["users"] == 1 and payload["test"]["hr@1"] == 1.0
