@@ -19,7 +19,7 @@ EXEC := $(OUT)/executed
 HTML := $(OUT)/html
 NOTEBOOKS := 01_eda 02_prepare_data 03_train 04_evaluate 05_cross_dataset 06_experiments
 EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
-PKG_SRC := $(wildcard sasrec/*.py) pyproject.toml
+PKG_SRC := $(shell find sasrec -name "*.py" -o -name "*.j2") pyproject.toml
 DATA_STAMP := data/.stamps/$(PROFILE).data
 
 export SASREC_PROGRESS ?= 0

@@ -24,9 +24,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sasrec.baselines import BASELINES, make_baseline  # noqa: E402
-from sasrec.data import PreparedData, build_eval_task, empty_labels  # noqa: E402
-from sasrec.evaluate import evaluate  # noqa: E402
+from sasrec.data.contracts import PreparedData, empty_labels
+from sasrec.data.tasks import build_eval_task
+from sasrec.evaluation.protocol import evaluate
+from sasrec.models.baselines import BASELINES, make_baseline
 
 USERS, ITEMS, EVENTS = 7176, 10728, 12_530_806
 

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sasrec.data import EvalTask  # noqa: E402
-from sasrec.evaluate import evaluate  # noqa: E402
-from sasrec.model import SASRec  # noqa: E402
-from sasrec.train import SASRecScorer  # noqa: E402
+from sasrec.data.contracts import EvalTask
+from sasrec.evaluation.protocol import evaluate
+from sasrec.evaluation.scorers import SASRecScorer
+from sasrec.models.sasrec import SASRec
 
 NUM_USERS, NUM_ITEMS, MAXLEN = 7176, 10728, 200
 

@@ -1,4 +1,4 @@
-"""Benchmark of ``sasrec.prepare``: a scale-1 big_matrix (about 12.5M rows) from CSV to sequences and splits.
+"""Benchmark of ``sasrec.data.preparation``: a scale-1 big_matrix (about 12.5M rows) from CSV to sequences and splits.
 
 Target (the original project's prepare_data.py took 130 s and 2.6 GB): at most 60 s wall and 6 GB peak
 memory on 2 cores, text files included. Three runs, each in its own process pinned to 2 cores:
@@ -84,10 +84,10 @@ def ensure_input(data_dir: Path) -> tuple[Path, str]:
         return csv_path, "existing"
     started = time.perf_counter()
     try:
-        from sasrec import simulate
+        from sasrec.data import simulator
 
         print(f"generating a scale-1 simulated KuaiRec into {data_dir} (once) ...", flush=True)
-        simulate.simulate(scale=1.0, seed=0, out_dir=data_dir, progress=False)
+        simulator.simulate(scale=1.0, seed=0, out_dir=data_dir, progress=False)
         how = "simulator"
     except ImportError:
         print(
@@ -114,7 +114,7 @@ def worker(args: argparse.Namespace) -> None:
     os.environ["SASREC_ROOT"] = str(args.root)
     os.environ["SASREC_PROGRESS"] = "0"
     started = time.perf_counter()
-    from sasrec.prepare import load_prepared, prepare
+    from sasrec.data.preparation.pipeline import load_prepared, prepare
 
     if args.mode == "reuse":
         data = load_prepared("big_matrix", data_dir=args.data_dir, out_dir=args.out)

@@ -23,8 +23,9 @@ import pyarrow.csv as pv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sasrec import simulate as sim  # noqa: E402
-from sasrec.simulate import REAL_CALIBRATION  # noqa: E402
+from sasrec.data import simulator as sim
+from sasrec.data.simulator.api import _transition_vs_popularity_ndcg  # noqa: E402
+from sasrec.data.simulator.calibration import REAL_CALIBRATION
 
 #: Real KuaiRec 2.0 figures (KUAIREC.md); per-user counts are at scale 1.
 REAL = {
@@ -118,7 +119,7 @@ def main() -> int:
         untimed = float(small["timestamp"].isna().mean())
         observed = counts["small_rows"] / (counts["small_users"] * counts["small_videos"])
         signal_started = time.perf_counter()
-        signal = sim._transition_vs_popularity_ndcg(small)
+        signal = _transition_vs_popularity_ndcg(small)
         signal_seconds = time.perf_counter() - signal_started
         print(f"small matrix: observed {observed:.4f} (real 0.996), untimed {untimed:.4f} (real 0.0389)")
         print(

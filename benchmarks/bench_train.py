@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sasrec.data import PreparedData  # noqa: E402
+from sasrec.data.contracts import PreparedData
 
 NUM_USERS, NUM_ITEMS = 7176, 10728
 BATCH, MAXLEN, HIDDEN, BLOCKS, HEADS, DROPOUT, LR = 128, 200, 50, 2, 1, 0.2, 0.001
@@ -263,17 +263,20 @@ def synthetic_prepared() -> PreparedData:
 def run_ours(
     batches: int, warmup: int, *, fast_dropout: bool, attention_dropout: float | None
 ) -> list[float]:
-    from sasrec import train as train_module
-    from sasrec.model import SASRec
+    from sasrec.models.sasrec import SASRec
+    from sasrec.training import loop as train_module
+    from sasrec.training.config import TrainConfig
+    from sasrec.training.negatives import NegativeSampler
+    from sasrec.training.sequences import training_sequences
 
     data = synthetic_prepared()
-    config = train_module.TrainConfig(dataset="synthetic_big", device="cpu", progress=False,
+    config = TrainConfig(dataset="synthetic_big", device="cpu", progress=False,
                                       fast_dropout=fast_dropout, attention_dropout=attention_dropout)  # fmt: skip
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     train_mask = np.ones(len(data.events), dtype=bool)
-    sampler = train_module.NegativeSampler(data, train_mask, device=torch.device("cpu"), generator=generator)
-    seqs = train_module.training_sequences(data, "temporal", MAXLEN)
+    sampler = NegativeSampler(data, train_mask, device=torch.device("cpu"), generator=generator)
+    seqs = training_sequences(data, "temporal", MAXLEN)
     users_t, inputs_t, targets_t = (torch.from_numpy(a) for a in (seqs.users, seqs.inputs, seqs.targets))
     model = SASRec(NUM_ITEMS, hidden_units=HIDDEN, num_blocks=BLOCKS, num_heads=HEADS, maxlen=MAXLEN,
                    dropout_rate=DROPOUT, attention_dropout=attention_dropout, fast_dropout=fast_dropout)  # fmt: skip

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec.data import PreparedData, empty_labels
+from sasrec.data.contracts import PreparedData, empty_labels
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sasrec import baseline_cli
-from sasrec.baselines import BASELINES, OracleScorer, make_baseline
-from sasrec.data import EvalTask, PreparedData, build_eval_task
+from sasrec.cli import baseline as baseline_cli
+from sasrec.data.contracts import EvalTask, PreparedData
+from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError
-from sasrec.evaluate import evaluate
+from sasrec.evaluation.protocol import evaluate
+from sasrec.models.baselines import BASELINES, OracleScorer, make_baseline
 from tests.conftest import make_prepared
 
 # tiny_data training events (split 0): user 1: 1 -> 2 -> 3; user 2: 2 -> 3; user 3: 4.
@@ -174,9 +175,9 @@ def _run_cli(argv: list[str]) -> int:
 def test_baseline_command_writes_metrics_and_recommendations(
     tiny_data, tmp_path, monkeypatch, capsys
 ) -> None:
-    import sasrec.prepare
+    import sasrec.data.preparation.pipeline as pipeline
 
-    monkeypatch.setattr(sasrec.prepare, "load_prepared", lambda dataset, **kw: tiny_data)
+    monkeypatch.setattr(pipeline, "load_prepared", lambda dataset, **kw: tiny_data)
     out = tmp_path / "m.json"
     rc = _run_cli(
         ["baseline", "--dataset=tiny", "--model", "pop", "--metrics_json", str(out), "--k", "3",
@@ -200,7 +201,7 @@ def test_baseline_command_writes_metrics_and_recommendations(
 
 
 def test_big_to_small_task_with_a_baseline_fitted_on_all_big_events(tiny_data: PreparedData) -> None:
-    from sasrec.data import build_cross_task
+    from sasrec.data.tasks import build_cross_task
 
     small = make_prepared(
         [
@@ -231,14 +232,14 @@ def test_big_to_small_task_with_a_baseline_fitted_on_all_big_events(tiny_data: P
 def test_baseline_command_big_to_small(tiny_data, tmp_path, monkeypatch) -> None:
     import numpy as np
 
-    import sasrec.prepare
+    import sasrec.data.preparation.pipeline as pipeline
     from tests.conftest import make_prepared
 
     # "small": original user 1 (big user 2, history 2, 3, 1) watched video 40 (big item 5), watch_ratio 3.0
     small = make_prepared([(1, 1, 1.0, 3.0, 0)], num_users=1, num_items=1, name="small")
     small.user_ids, small.item_ids = np.array([-1, 1]), np.array([-1, 40])
     datasets = {"big": tiny_data, "small": small}
-    monkeypatch.setattr(sasrec.prepare, "load_prepared", lambda dataset, **kw: datasets[dataset])
+    monkeypatch.setattr(pipeline, "load_prepared", lambda dataset, **kw: datasets[dataset])
     out = tmp_path / "m.json"
     rc = _run_cli(["baseline", "--dataset=small", "--training_dataset=big", "--model", "pop", "--k", "1",
                    "--metrics_json", str(out), "--no-progress"])  # fmt: skip

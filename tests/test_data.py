@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sasrec.data import build_cross_task, build_eval_task, csr_from_groups, left_padded_tails
+from sasrec.data.contracts import csr_from_groups, left_padded_tails
+from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
 from tests.conftest import make_prepared
 
@@ -120,7 +121,7 @@ def _with_untimed_label(tiny_data, user: int, item: int, watch_ratio: float = 1.
 
 
 def test_untimed_label_items_are_excluded_from_ranking_not_from_input(tiny_data) -> None:
-    from sasrec.evaluate import evaluate
+    from sasrec.evaluation.protocol import evaluate
 
     # user 2 watched item 4 at an unknown time (a KuaiRec forced exposure): neither input nor target
     data = _with_untimed_label(tiny_data, user=2, item=4)
@@ -141,7 +142,7 @@ def test_untimed_label_items_are_excluded_from_ranking_not_from_input(tiny_data)
 
 
 def test_recommendations_never_repeat_untimed_views(tiny_data) -> None:
-    from sasrec.recommend import recommend
+    from sasrec.inference.recommend import recommend
 
     data = _with_untimed_label(tiny_data, user=2, item=4)
     recs = recommend(_FixedScorer([0.0, 2.0, 0.0, 0.0, 9.0, 1.0]), data, top_n=1)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sasrec import download, kuairec
+from sasrec.data import kuairec
+from sasrec.data.kuairec import download
 from sasrec.errors import DataValidationError, SasrecError
 
 ROWS_PER_FILE = 2
@@ -227,7 +228,9 @@ def test_drive_confirmation_page_parsed() -> None:
 
 def test_cli_parser_defaults_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    download.add_parser(parser.add_subparsers(dest="command", required=True))
+    from sasrec.cli import download as download_cli
+
+    download_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     defaults = parser.parse_args(["download"])
     assert defaults.url is None and defaults.timeout == 30.0 and not defaults.skip_row_check
     archive = tmp_path / "KuaiRec.zip"

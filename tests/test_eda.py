@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec import eda
 from sasrec.errors import ConfigError, DataValidationError, MissingDataError
+from sasrec.study import eda
 
 # 2020-07-04 16:00:00 UTC is 2020-07-05 00:00:00 in Asia/Shanghai (UTC+8).
 SHANGHAI_MIDNIGHT = 1593878400.0
@@ -269,7 +269,7 @@ def test_load_matrices_reads_and_reports_missing(
 
 
 def test_data_source_names_real_or_simulated(tmp_path: Path, big: pd.DataFrame) -> None:
-    simulate = pytest.importorskip("sasrec.simulate")
+    simulate = pytest.importorskip("sasrec.data.simulator")
     real = tmp_path / "real"
     write_matrix(real / "big_matrix.csv", big.dropna(subset=["timestamp"]))
     write_matrix(real / "small_matrix.csv", big.dropna(subset=["timestamp"]))
@@ -281,7 +281,7 @@ def test_data_source_names_real_or_simulated(tmp_path: Path, big: pd.DataFrame) 
 
 
 def test_data_source_reads_simulation_metadata(tmp_path: Path) -> None:
-    simulate = pytest.importorskip("sasrec.simulate")
+    simulate = pytest.importorskip("sasrec.data.simulator")
     out = tmp_path / "sim"
     simulate.simulate(scale=0.01, seed=7, out_dir=out)
     meta = json.loads((out / "simulation.json").read_text(encoding="utf-8"))
@@ -311,7 +311,7 @@ def sample_dir() -> Path:
 
 
 def test_daily_activity_matches_the_real_date_column(sample_dir: Path) -> None:
-    from sasrec.kuairec import load_interactions
+    from sasrec.data.kuairec.cleaning import load_interactions
 
     frame, _ = load_interactions(sample_dir / "big_matrix_head1000.csv", cache=False)
     daily = eda.daily_activity(frame)
@@ -322,7 +322,7 @@ def test_daily_activity_matches_the_real_date_column(sample_dir: Path) -> None:
 
 
 def test_tag_frequencies_on_the_real_categories(sample_dir: Path) -> None:
-    from sasrec.kuairec import read_item_categories
+    from sasrec.data.kuairec.readers import read_item_categories
 
     categories = read_item_categories(sample_dir / "item_categories.csv")
     tags = eda.tag_frequencies(categories)

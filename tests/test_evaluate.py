@@ -10,10 +10,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sasrec.data import EvalTask
+from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError, SasrecError
-from sasrec.evaluate import bootstrap_ci, evaluate, metrics_payload, write_metrics_json
-from sasrec.metrics import sampled_candidates
+from sasrec.evaluation.bootstrap import bootstrap_ci
+from sasrec.evaluation.protocol import evaluate
+from sasrec.evaluation.results import metrics_payload, write_metrics_json
+from sasrec.evaluation.sampling import sampled_candidates
 
 NAN = float("nan")
 LOG3 = math.log2(3)

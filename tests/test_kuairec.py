@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec import kuairec, paths
+from sasrec import paths
+from sasrec.data import kuairec
+from sasrec.data.kuairec import cache as kuairec_cache
+from sasrec.data.kuairec.cleaning import _local_yyyymmdd
 from sasrec.errors import DataValidationError, MissingDataError, SasrecError
 
 HEADER = ",".join(kuairec.INTERACTION_COLUMNS)
@@ -231,7 +234,7 @@ def test_cache_hit_and_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         parses.append(Path(path))
         return original(path, schema)
 
-    monkeypatch.setattr(kuairec, "read_validated_table", counting)
+    monkeypatch.setattr(kuairec_cache, "read_validated_table", counting)
     first = kuairec.read_interactions(source, cache_dir=cache_dir)
     assert len(parses) == 1
     assert len(list(cache_dir.glob("*.parquet"))) == 1 and len(list(cache_dir.glob("*.json"))) == 1
@@ -328,7 +331,9 @@ def _valid_dir(tmp_path: Path) -> Path:
 def _run_cli(argv: list[str]) -> int:
     """Mirror sasrec.cli.main with only this module's sub-command registered."""
     parser = argparse.ArgumentParser(prog="python -m sasrec")
-    kuairec.add_validate_parser(parser.add_subparsers(dest="command", required=True))
+    from sasrec.cli import validate as validate_cli
+
+    validate_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -412,4 +417,4 @@ def test_local_dates_follow_asia_shanghai() -> None:
     # 1988-05-31 12:00 UTC fell in China's daylight-saving period (UTC+9): 21:00 local, same day;
     # 1988-05-31 15:30 UTC is 00:30 on 1 June local (it would still be 31 May under a fixed UTC+8).
     seconds = np.array([1593878903.438, 581083200.0, 581095800.0])
-    assert kuairec._local_yyyymmdd(seconds).tolist() == [20200705.0, 19880531.0, 19880601.0]
+    assert _local_yyyymmdd(seconds).tolist() == [20200705.0, 19880531.0, 19880601.0]

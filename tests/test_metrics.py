@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sasrec.metrics import (
-    hashed_keys,
-    hashed_uniform,
-    log2_discounts,
-    ranking_metrics,
-    sampled_candidates,
-    top_k_items,
-)
+from sasrec.evaluation.metrics import log2_discounts, ranking_metrics
+from sasrec.evaluation.sampling import sampled_candidates
+from sasrec.ranking import hashed_keys, hashed_uniform, top_k_items
 
 
 def _all_but_padding(n_rows: int, n_cols: int) -> torch.Tensor:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sasrec.errors import ConfigError
-from sasrec.model import EMBEDDING_INIT_STD, SASRec, fast_dropout
+from sasrec.models.layers import fast_dropout
+from sasrec.models.sasrec import EMBEDDING_INIT_STD, SASRec
 
 
 @pytest.fixture(autouse=True)

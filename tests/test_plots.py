@@ -14,8 +14,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from sasrec import eda, plots  # noqa: E402
 from sasrec.errors import ConfigError, DataValidationError  # noqa: E402
+from sasrec.study import eda, plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = 1593878400.0  # 2020-07-05 00:00 Asia/Shanghai

@@ -1,4 +1,4 @@
-"""Tests of sasrec.prepare: sequences, id maps, labels, splits, leakage checks, artifacts and CLI."""
+"""Tests of sasrec.data.preparation: sequences, id maps, labels, splits, leakage checks, artifacts and CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec import prepare as prep
-from sasrec.data import EVENT_COLUMNS, LABEL_COLUMNS, SPLITS, build_eval_task
+from sasrec.data import preparation as prep
+from sasrec.data.contracts import EVENT_COLUMNS, LABEL_COLUMNS, SPLITS
+from sasrec.data.preparation import artifacts as prep_artifacts
+from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError, DataValidationError, MissingDataError, SasrecError
 
 NAN = np.nan
@@ -428,7 +430,7 @@ def test_atomic_write_leaves_no_complete_looking_folder(
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(prep, "_write_text_files", broken)
+    monkeypatch.setattr(prep_artifacts, "_write_text_files", broken)
     with pytest.raises(OSError, match="disk full"):
         prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out)
     assert not out.exists()
@@ -438,7 +440,7 @@ def test_atomic_write_leaves_no_complete_looking_folder(
     monkeypatch.setenv("SASREC_ROOT", str(root))
     prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, n_valid=1, n_test=1)
     before = (out / "meta.json").read_text()
-    monkeypatch.setattr(prep, "_write_text_files", broken)
+    monkeypatch.setattr(prep_artifacts, "_write_text_files", broken)
     with pytest.raises(OSError):
         prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, n_valid=3, n_test=1)
     assert (out / "meta.json").read_text() == before  # the previous complete run is untouched
@@ -468,7 +470,9 @@ def test_default_data_dir_prefers_official_files(root: Path) -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 def cli_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sasrec")
-    prep.add_parser(parser.add_subparsers(dest="command", required=True))
+    from sasrec.cli import prepare as prepare_cli
+
+    prepare_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -500,9 +504,9 @@ def test_cli_missing_file_raises_missing_data_error(root: Path, tmp_path: Path) 
 
 # ------------------------------------------------------------------------------- simulated and real data
 def test_simulated_data_is_the_fallback_and_prepares_cleanly(root: Path) -> None:
-    from sasrec import simulate
+    from sasrec.data import simulator
 
-    simulate.simulate(scale=simulate.MIN_SCALE, seed=0, out_dir=root / "data" / "simulated", progress=False)
+    simulator.simulate(scale=simulator.MIN_SCALE, seed=0, out_dir=root / "data" / "simulated", progress=False)
     assert prep.default_data_dir() == root / "data" / "simulated"
     data = prep.load_prepared("small_matrix", n_valid=2, n_test=3)
     meta = json.loads((root / "data" / "processed" / "small_matrix" / "meta.json").read_text())
@@ -515,7 +519,8 @@ def test_simulated_data_is_the_fallback_and_prepares_cleanly(root: Path) -> None
 
 
 def test_real_sample_rows_prepare_in_time_order() -> None:
-    from sasrec import kuairec, paths
+    from sasrec import paths
+    from sasrec.data import kuairec
 
     sample = paths.shared_sample_dir() / "big_matrix_head1000.csv"
     if not sample.is_file():

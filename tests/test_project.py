@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sasrec import report
 from sasrec.errors import MissingDataError
+from sasrec.study import report
 
 ROOT = Path(__file__).resolve().parents[1]
 

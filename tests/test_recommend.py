@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec.baselines import make_baseline
 from sasrec.errors import ConfigError
-from sasrec.recommend import recommend, write_recommendations
+from sasrec.inference.recommend import recommend, write_recommendations
+from sasrec.models.baselines import make_baseline
 from tests.conftest import make_prepared
 
 

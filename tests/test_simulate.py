@@ -16,16 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sasrec import kuairec, paths
-from sasrec.errors import ConfigError, MissingDataError
-from sasrec.simulate import (
-    DEFAULT_SCALE,
+from sasrec import paths
+from sasrec.cli.simulate import add_parser
+from sasrec.data import kuairec
+from sasrec.data.simulator.api import (
     _transition_vs_popularity_ndcg,
-    add_parser,
     is_simulated,
     load_ground_truth,
     simulate,
 )
+from sasrec.data.simulator.calibration import DEFAULT_SCALE
+from sasrec.errors import ConfigError, MissingDataError
 
 SCALE = DEFAULT_SCALE
 INTERACTION_HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio"

@@ -12,26 +12,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sasrec.train as train_module
-from sasrec.data import PreparedData, build_eval_task
+import sasrec.training.loop as train_module
+from sasrec.data.contracts import PreparedData
+from sasrec.data.tasks import build_eval_task
 from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
-from sasrec.model import SASRec
-from sasrec.train import (
-    NegativeSampler,
-    SASRecScorer,
-    TrainConfig,
-    bce_loss,
-    checkpoint_name,
-    chunked_cross_entropy,
-    gbce_beta,
-    gbce_loss,
-    item_popularity,
-    load_checkpoint,
-    resolve_device,
-    sampled_softmax_loss,
-    train,
-    training_sequences,
-)
+from sasrec.evaluation.scorers import SASRecScorer
+from sasrec.models.sasrec import SASRec
+from sasrec.training.checkpoints import checkpoint_name, load_checkpoint
+from sasrec.training.config import TrainConfig, resolve_device
+from sasrec.training.loop import train
+from sasrec.training.losses import bce_loss, chunked_cross_entropy, gbce_beta, gbce_loss, sampled_softmax_loss
+from sasrec.training.negatives import NegativeSampler
+from sasrec.training.sequences import item_popularity, training_sequences
 from tests.conftest import make_prepared
 
 

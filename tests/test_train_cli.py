@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sasrec.cli import main
-from sasrec.simulate import simulate
+from sasrec.data.simulator.api import simulate
 
 TINY = ["--maxlen=20", "--hidden_units=16", "--device=cpu", "--num_epochs=1", "--progress=false"]
 
@@ -79,7 +79,7 @@ def test_train_then_inference_and_recommendations(
     assert set(frame["video_id"]) <= set(raw_small["video_id"])  # original ids
     # input = train + valid events of the temporal split; those and untimed views are never recommended,
     # so every user with something left gets recommendations
-    from sasrec.prepare import load_prepared
+    from sasrec.data.preparation.pipeline import load_prepared
 
     data = load_prepared("small_matrix", data_dir=world["raw"])
     known = pd.concat(

@@ -1,0 +1,157 @@
+"""The three splits (temporal, leave-last-N, leave-one-out) and the leakage check every split passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sasrec.data.contracts import (
+    TEST,
+    TRAIN,
+    VALID,
+    PreparedData,
+    split_column,
+)
+from sasrec.errors import SasrecError
+
+
+def _per_user_positions(users_sorted: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(events per user index, position from the end of each event in its user's sequence; 0 = last)."""
+    counts = np.bincount(users_sorted, minlength=n_users + 1)
+    starts = np.zeros(n_users + 2, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    position = np.arange(len(users_sorted), dtype=np.int64) - starts[users_sorted]
+    from_end = counts[users_sorted] - 1 - position
+    return counts, from_end
+
+
+def _per_user_split(
+    users_sorted: np.ndarray,
+    counts: np.ndarray,
+    from_end: np.ndarray,
+    n_valid: int,
+    n_test: int,
+    min_events: int,
+) -> tuple[np.ndarray, int]:
+    """Last ``n_test`` events of each long-enough user to test, the ``n_valid`` before to validation."""
+    eligible = counts[users_sorted] >= min_events
+    assignment = np.full(len(users_sorted), TRAIN, dtype=np.int8)
+    assignment[eligible & (from_end < n_test + n_valid)] = VALID
+    assignment[eligible & (from_end < n_test)] = TEST
+    n_short = int(((counts > 0) & (counts < min_events)).sum())
+    return assignment, n_short
+
+
+def _temporal_split(timestamps: np.ndarray, valid_frac: float, test_frac: float) -> tuple[np.ndarray, dict]:
+    """Global time cut points; an event exactly on a cut belongs to the later part."""
+    assignment = np.full(len(timestamps), TRAIN, dtype=np.int8)
+    if len(timestamps) == 0:
+        return assignment, {"valid_cut": None, "test_cut": None}
+    test_cut = float(np.quantile(timestamps, 1.0 - test_frac)) if test_frac > 0 else np.inf
+    valid_cut = float(np.quantile(timestamps, 1.0 - (test_frac + valid_frac))) if valid_frac > 0 else test_cut
+    assignment[timestamps >= valid_cut] = VALID
+    assignment[timestamps >= test_cut] = TEST
+    cuts = {
+        "valid_cut": valid_cut if np.isfinite(valid_cut) else None,
+        "test_cut": test_cut if np.isfinite(test_cut) else None,
+    }
+    return assignment, cuts
+
+
+def _split_counts(users: np.ndarray, assignment: np.ndarray, n_users: int) -> dict[str, int]:
+    """Events per part and users with validation / test targets."""
+    parts = np.bincount(assignment, minlength=3)
+    out = {"train": int(parts[TRAIN]), "valid": int(parts[VALID]), "test": int(parts[TEST])}
+    for part, label in ((VALID, "users_valid"), (TEST, "users_test")):
+        out[label] = int(np.count_nonzero(np.bincount(users[assignment == part], minlength=n_users + 1)))
+    out["stages"] = {
+        "valid": {"history_events": out["train"], "target_events": out["valid"], "users": out["users_valid"]},
+        "test": {
+            "history_events": out["train"] + out["valid"],
+            "target_events": out["test"],
+            "users": out["users_test"],
+        },
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------------------- leakage
+def check_no_leakage(data: PreparedData, split: str) -> dict[str, Any]:
+    """Verify that ``split`` never lets a model see the future of what it predicts.
+
+    Per-user splits: events are sorted per user by time, and along each user's sequence the assignment
+    never decreases (train before validation before test). Temporal: the latest training time is at most
+    the earliest validation time, and validation at most test. Every event is in exactly one part.
+
+    Returns:
+        A summary (events per part, users checked) with ``ok: True``.
+
+    Raises:
+        SasrecError: on any leak, naming the split, the number of offending events and an example.
+    """
+    column = split_column(split)
+    events = data.events
+    if column not in events.columns:
+        raise SasrecError(f"{data.name}: events have no column {column}")
+    assignment = events[column].to_numpy()
+    users = events["user"].to_numpy()
+    timestamps = events["timestamp"].to_numpy(dtype=np.float64)
+    invalid = (assignment < TRAIN) | (assignment > TEST)
+    if invalid.any():
+        raise SasrecError(
+            f"{data.name}/{split}: {int(invalid.sum())} event(s) are in no part or an unknown one "
+            f"(first value {assignment[invalid][0]!r}; expected 0 train, 1 valid, 2 test)"
+        )
+    parts = np.bincount(assignment.astype(np.int64), minlength=3)
+    summary: dict[str, Any] = {
+        "split": split,
+        "ok": True,
+        "events": {"train": int(parts[TRAIN]), "valid": int(parts[VALID]), "test": int(parts[TEST])},
+    }
+    if split == "temporal":
+        bounds = {}
+        for part, label in ((TRAIN, "train"), (VALID, "valid"), (TEST, "test")):
+            ts = timestamps[assignment == part]
+            bounds[label] = (float(ts.min()), float(ts.max())) if len(ts) else None
+        for earlier, later in (("train", "valid"), ("valid", "test"), ("train", "test")):
+            if bounds[earlier] is None or bounds[later] is None:
+                continue
+            if bounds[earlier][1] > bounds[later][0]:
+                late = timestamps[assignment == {"train": TRAIN, "valid": VALID}[earlier]] > bounds[later][0]
+                raise SasrecError(
+                    f"{data.name}/temporal: leak: {int(late.sum())} {earlier} event(s) are later than the "
+                    f"earliest {later} event (max {earlier} time {bounds[earlier][1]} > min {later} time "
+                    f"{bounds[later][0]})"
+                )
+        summary["time_bounds"] = bounds
+        summary["rule"] = "max train time <= min valid time, max valid time <= min test time"
+        return summary
+    same_user = users[1:] == users[:-1]
+    unsorted_users = users[1:] < users[:-1]
+    if unsorted_users.any():
+        first = int(np.flatnonzero(unsorted_users)[0]) + 1
+        raise SasrecError(
+            f"{data.name}/{split}: events are not sorted by user (row {first}, user {users[first]})"
+        )
+    backwards_time = same_user & (timestamps[1:] < timestamps[:-1])
+    if backwards_time.any():
+        first = int(np.flatnonzero(backwards_time)[0]) + 1
+        raise SasrecError(
+            f"{data.name}/{split}: {int(backwards_time.sum())} event(s) are out of time order within their "
+            f"user (first: row {first}, user {int(users[first])})"
+        )
+    backwards_part = same_user & (assignment[1:] < assignment[:-1])
+    if backwards_part.any():
+        rows = np.flatnonzero(backwards_part) + 1
+        leaking_users = np.unique(users[rows])
+        first = int(rows[0])
+        raise SasrecError(
+            f"{data.name}/{split}: leak: {len(rows)} event(s) of {len(leaking_users)} user(s) come after a "
+            f"later part in sequence order (first: user {int(users[first])}, row {first}: part "
+            f"{int(assignment[first])} after part {int(assignment[first - 1])}; expected train before valid "
+            "before test)"
+        )
+    summary["users"] = int(np.count_nonzero(np.bincount(users))) if len(users) else 0
+    summary["rule"] = "per user, every train event precedes each valid event, which precedes each test event"
+    return summary

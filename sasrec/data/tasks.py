@@ -1,0 +1,230 @@
+"""Evaluation tasks built from prepared data: within-matrix stages, big-to-small, recommendation input.
+
+Every task is an :class:`~sasrec.data.contracts.EvalTask`: what each evaluated user's model sees as
+input, which items are masked, the targets with their watch_ratio, and the rankable candidates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sasrec.data.contracts import (
+    LABEL_COLUMNS,
+    VALID,
+    EvalTask,
+    PreparedData,
+    Stage,
+    left_padded_tails,
+    split_column,
+)
+from sasrec.errors import ConfigError
+
+
+def _target_matrices(
+    users: np.ndarray,
+    items: np.ndarray,
+    watch_ratio: np.ndarray,
+    relevant: np.ndarray,
+    row_of_user: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+    exclude: sp.csr_matrix | None,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Build aligned (targets, relevant) CSR matrices; repeats keep the max watch_ratio / any relevant."""
+    frame = pd.DataFrame(
+        {
+            "r": row_of_user[users],
+            "i": items,
+            "w": watch_ratio.astype(np.float32),
+            "rel": relevant.astype(np.float32),
+        }
+    )
+    agg = frame.groupby(["r", "i"], sort=True).agg(w=("w", "max"), rel=("rel", "max")).reset_index()
+    if exclude is not None and len(agg):
+        seen = np.asarray(exclude[agg["r"].to_numpy(), agg["i"].to_numpy()]).ravel() > 0
+        agg = agg[~seen]
+    r = agg["r"].to_numpy(dtype=np.int64)
+    i = agg["i"].to_numpy(dtype=np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
+    targets = sp.csr_matrix((agg["w"].to_numpy(dtype=np.float32), i, indptr), shape=(n_rows, n_cols))
+    rel = sp.csr_matrix(
+        (agg["rel"].to_numpy(dtype=np.float32), i.copy(), indptr.copy()), shape=(n_rows, n_cols)
+    )
+    return targets, rel
+
+
+def untimed_exclusions(
+    data: PreparedData, row_of_user: np.ndarray, n_rows: int, n_cols: int, targets: sp.csr_matrix
+) -> sp.csr_matrix | None:
+    """(n_rows, n_cols) CSR of each evaluated user's untimed (label-only) items that are not targets."""
+    labels = data.labels
+    if labels is None or len(labels) == 0:
+        return None
+    rows = row_of_user[labels["user"].to_numpy()]
+    keep = rows >= 0
+    cols = labels["item"].to_numpy()[keep]
+    exclude = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols)), shape=(n_rows, n_cols)
+    )
+    exclude.data[:] = 1.0
+    exclude = exclude - exclude.multiply(targets != 0)
+    exclude.eliminate_zeros()
+    return sp.csr_matrix(exclude) if exclude.nnz else None
+
+
+def build_eval_task(
+    data: PreparedData,
+    split: str,
+    stage: Stage,
+    *,
+    maxlen: int = 200,
+    relevance_threshold: float | None = None,
+    mask_history: bool = True,
+) -> EvalTask:
+    """Evaluation task of one dataset's split and stage: users with at least one target event.
+
+    Relevance: ``watch_ratio > relevance_threshold`` (default: the dataset's threshold from preparation,
+    2.0 for KuaiRec) or the ``relevant`` column when the data has no watch_ratio.
+    """
+    history_mask, target_mask = data.stage_masks(split, stage)
+    target_events = data.events[target_mask]
+    users = np.unique(target_events["user"].to_numpy()).astype(np.int64)
+    n_cols = data.num_items + 1
+    row_of_user = np.full(data.num_users + 1, -1, dtype=np.int64)
+    row_of_user[users] = np.arange(len(users))
+
+    indptr, items = data.sequences(history_mask)
+    sequences = left_padded_tails(indptr, items, users, maxlen)
+    history_full = data.interaction_matrix(history_mask)
+    history = history_full[users]
+
+    threshold = float(
+        relevance_threshold if relevance_threshold is not None else data.meta.get("relevance_threshold", 2.0)
+    )
+    wr = target_events["watch_ratio"].to_numpy(dtype=np.float32)
+    rel = np.where(np.isnan(wr), target_events["relevant"].to_numpy(), wr > threshold)
+    targets, relevant = _target_matrices(
+        target_events["user"].to_numpy(),
+        target_events["item"].to_numpy(),
+        wr,
+        rel,
+        row_of_user,
+        len(users),
+        n_cols,
+        history if mask_history else None,
+    )
+    return EvalTask(
+        exclude=untimed_exclusions(data, row_of_user, len(users), n_cols, targets),
+        name=f"{data.name}/{split}/{stage}",
+        users=users,
+        sequences=sequences,
+        history=history,
+        targets=targets,
+        relevant=relevant,
+        candidates=None,
+        mask_history=mask_history,
+        relevance_threshold=threshold,
+        meta={"dataset": data.name, "split": split, "stage": stage, "maxlen": maxlen},
+    )
+
+
+def build_cross_task(
+    train_data: PreparedData,
+    test_data: PreparedData,
+    *,
+    maxlen: int = 200,
+    relevance_threshold: float = 2.0,
+    mask_history: bool = True,
+) -> EvalTask:
+    """KuaiRec's big-to-small test: rank the small matrix's videos from each user's big-matrix history.
+
+    Ids are matched through the original user and video ids, so the two datasets may be prepared with
+    or without remapping; scores live in ``train_data``'s item space. Every small-matrix row, timed or
+    not, is a target: the small matrix is fully observed, so its labels are unbiased (Gao et al., CIKM 2022).
+    Test users or videos unknown to ``train_data`` are counted in ``meta`` (users get an empty history).
+    """
+    train_user_index = pd.Series(np.arange(1, train_data.num_users + 1), index=train_data.user_ids[1:])
+    train_item_index = pd.Series(np.arange(1, train_data.num_items + 1), index=train_data.item_ids[1:])
+    test_rows = pd.concat([test_data.events[list(LABEL_COLUMNS)], test_data.labels[list(LABEL_COLUMNS)]])
+    orig_users = test_data.user_ids[test_rows["user"].to_numpy()]
+    orig_items = test_data.item_ids[test_rows["item"].to_numpy()]
+    mapped_items = train_item_index.reindex(orig_items).to_numpy()
+    known_item = ~np.isnan(mapped_items)
+    mapped_users = train_user_index.reindex(orig_users).to_numpy()
+    test_user_orig = np.unique(orig_users)
+    n_unknown_users = int(np.isnan(train_user_index.reindex(test_user_orig).to_numpy()).sum())
+    if n_unknown_users:
+        raise ConfigError(
+            f"{n_unknown_users} users of {test_data.name} have no history in {train_data.name}: "
+            "the big-to-small test needs every test user in the training matrix"
+        )
+    rows_kept = known_item
+    users_of_rows = mapped_users[rows_kept].astype(np.int64)
+    items_of_rows = mapped_items[rows_kept].astype(np.int64)
+    wr = test_rows["watch_ratio"].to_numpy(dtype=np.float32)[rows_kept]
+
+    users = np.unique(users_of_rows)
+    n_cols = train_data.num_items + 1
+    row_of_user = np.full(train_data.num_users + 1, -1, dtype=np.int64)
+    row_of_user[users] = np.arange(len(users))
+    indptr, items = train_data.sequences()
+    sequences = left_padded_tails(indptr, items, users, maxlen)
+    history = train_data.interaction_matrix()[users]
+    targets, relevant = _target_matrices(
+        users_of_rows,
+        items_of_rows,
+        wr,
+        wr > relevance_threshold,
+        row_of_user,
+        len(users),
+        n_cols,
+        history if mask_history else None,
+    )
+    candidates = np.zeros(n_cols, dtype=bool)
+    candidates[np.unique(items_of_rows)] = True
+    return EvalTask(
+        name=f"{train_data.name}->{test_data.name}",
+        users=users,
+        sequences=sequences,
+        history=history,
+        targets=targets,
+        relevant=relevant,
+        candidates=candidates,
+        mask_history=mask_history,
+        relevance_threshold=relevance_threshold,
+        meta={
+            "train_dataset": train_data.name,
+            "test_dataset": test_data.name,
+            "maxlen": maxlen,
+            "test_rows_with_unknown_video": int((~known_item).sum()),
+        },
+    )
+
+
+def recommendation_task(data: PreparedData, *, split: str = "temporal", maxlen: int = 200) -> EvalTask:
+    """An :class:`EvalTask` over every user of ``data`` whose input is all train + valid events of ``split``.
+
+    This is the test stage's input: what a deployed model would know. Targets are empty.
+    """
+    history_mask = data.events[split_column(split)].to_numpy() <= VALID
+    users = np.arange(1, data.num_users + 1, dtype=np.int64)
+    indptr, items = data.sequences(history_mask)
+    n_cols = data.num_items + 1
+    empty = sp.csr_matrix((len(users), n_cols), dtype=np.float32)
+    row_of_user = np.arange(-1, data.num_users, dtype=np.int64)  # user index u -> row u - 1
+    return EvalTask(
+        exclude=untimed_exclusions(data, row_of_user, len(users), n_cols, empty),
+        name=f"{data.name}/{split}/recommend",
+        users=users,
+        sequences=left_padded_tails(indptr, items, users, maxlen),
+        history=data.interaction_matrix(history_mask)[users],
+        targets=empty,
+        relevant=empty.copy(),
+        candidates=None,
+        mask_history=True,
+        relevance_threshold=float(data.meta.get("relevance_threshold", 2.0)),
+        meta={"dataset": data.name, "split": split, "stage": "recommend", "maxlen": maxlen},
+    )

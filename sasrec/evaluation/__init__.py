@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics, the full and sampled protocols, scorers, bootstrap intervals, metrics JSON."""

@@ -1,0 +1,1 @@
+"""Training of the sequential models: configuration, sequences, negatives, losses, the loop, checkpoints."""

@@ -1,0 +1,174 @@
+"""The configuration of a training run (:class:`TrainConfig`) and device selection."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sasrec.data.contracts import SPLITS
+from sasrec.errors import ConfigError
+
+LOSSES = ("bce", "ce", "sampled_softmax", "gbce")
+EVAL_PROTOCOLS = ("full", "sampled")
+
+
+# ------------------------------------------------------------------------------------------ configuration
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run (the original project's flags plus the study's).
+
+    ``weighted_dislike`` implies ``explicit_negatives``. ``patience`` counts evaluations without a
+    better validation NDCG@k (0 disables early stopping). ``attention_dropout`` None follows the reference
+    (the same rate as ``dropout_rate``); ``fast_dropout`` selects the cheap CPU dropout masks of
+    :func:`sasrec.model.fast_dropout`.
+    """
+
+    dataset: str = "small_matrix"
+    train_dir: str = "default"
+    split: str = "temporal"
+    loss: str = "bce"
+    explicit_negatives: bool = False
+    weighted_dislike: bool = False
+    dislike_weight: float = 2.0
+    num_negatives: int = 100
+    gbce_t: float = 0.75
+    lr: float = 0.001
+    batch_size: int = 128
+    maxlen: int = 200
+    hidden_units: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout_rate: float = 0.2
+    attention_dropout: float | None = None
+    fast_dropout: bool = True
+    l2_emb: float = 0.0
+    num_epochs: int = 20
+    eval_every: int = 1
+    patience: int = 3
+    k: int = 10
+    seed: int = 0
+    device: str = "auto"
+    relevance_threshold: float | None = None
+    eval_protocol: str = "full"
+    num_eval_negatives: int = 100
+    eval_batch_size: int = 512
+    ce_chunk_size: int = 2048
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.weighted_dislike:
+            self.explicit_negatives = True
+        self.validate()
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` naming the first invalid parameter; return self."""
+
+        def positive_int(name: str, minimum: int = 1) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+        def number(
+            name: str, low: float, high: float, *, low_open: bool = False, high_open: bool = True
+        ) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number; got {value!r}")
+            if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+                left, right = "(" if low_open else "[", ")" if high_open else "]"
+                raise ConfigError(f"{name} must be in {left}{low}, {high}{right}; got {value!r}")
+
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError(f"dataset must be a non-empty name or path; got {self.dataset!r}")
+        if not isinstance(self.train_dir, str) or not self.train_dir or "/" in self.train_dir:
+            raise ConfigError(
+                f"train_dir must be a non-empty folder name without '/'; got {self.train_dir!r}"
+            )
+        if self.split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.explicit_negatives and self.loss != "bce":
+            raise ConfigError(
+                f"explicit_negatives / weighted_dislike need loss='bce' (one negative per position); got loss={self.loss!r}"
+            )
+        for name in ("batch_size", "maxlen", "hidden_units", "num_blocks", "num_heads", "num_epochs"):
+            positive_int(name)
+        for name in (
+            "eval_every",
+            "k",
+            "num_negatives",
+            "num_eval_negatives",
+            "eval_batch_size",
+            "ce_chunk_size",
+        ):
+            positive_int(name)
+        positive_int("patience", 0)
+        positive_int("seed", 0)
+        if self.hidden_units % self.num_heads:
+            raise ConfigError(f"num_heads ({self.num_heads}) must divide hidden_units ({self.hidden_units})")
+        number("lr", 0.0, math.inf, low_open=True)
+        number("dropout_rate", 0.0, 1.0)
+        if self.attention_dropout is not None:
+            number("attention_dropout", 0.0, 1.0)
+        number("l2_emb", 0.0, math.inf)
+        number("dislike_weight", 0.0, math.inf)
+        number("gbce_t", 0.0, 1.0, high_open=False)
+        if self.relevance_threshold is not None:
+            number("relevance_threshold", -math.inf, math.inf)
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(
+                f"eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}; got {self.eval_protocol!r}"
+            )
+        resolve_device(self.device, check_only=True)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (stored in checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def resolve_device(device: str, *, check_only: bool = False) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; explicit devices must be available."""
+    if not isinstance(device, str) or not device:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        if check_only:
+            return resolved
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device=cpu or auto")
+    if resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if (mps is None or not mps.is_available()) and not check_only:
+            raise ConfigError(
+                f"device {device!r} requested but MPS is not available; use --device=cpu or auto"
+            )
+    if resolved.type not in {"cpu", "cuda", "mps"}:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {device!r}")
+    return resolved

@@ -1,0 +1,106 @@
+"""Training losses: BCE with one negative, full cross-entropy in chunks, sampled softmax, gBCE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def bce_loss(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    valid: torch.Tensor,
+    neg_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference SASRec loss: mean over valid positions of -log s(pos) plus (weighted) -log(1 - s(neg)).
+
+    Equals ``BCEWithLogits(pos, 1) + BCEWithLogits(neg, 0)`` averaged over the non-padding positions, as
+    in Kang & McAuley; ``neg_weight`` (same shape) scales each negative term (``weighted_dislike``).
+    """
+    n_valid = valid.sum().clamp(min=1)
+    neg_terms = F.softplus(neg_logits)
+    if neg_weight is not None:
+        neg_terms = neg_terms * neg_weight
+    per_position = F.softplus(-pos_logits) + neg_terms  # (B, T)
+    return (per_position * valid).sum() / n_valid
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy over all items except padding, never materialising all logits.
+
+    Forward keeps only each row's log-sum-exp; backward recomputes the logits chunk by chunk.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        n = hidden.shape[0]
+        lse = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
+        target_logits = (hidden * weight[targets]).sum(-1)  # (N,)
+        for start in range(0, n, chunk_size):
+            logits = hidden[start : start + chunk_size] @ weight.T  # (c, I+1)
+            logits[:, 0] = float("-inf")
+            lse[start : start + chunk_size] = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
+        return (lse - target_logits).sum() / max(n, 1)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor):  # type: ignore[override]
+        hidden, weight, targets, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        chunk_size: int = ctx.chunk_size  # type: ignore[attr-defined]
+        n = hidden.shape[0]
+        scale = grad_out / max(n, 1)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight)
+        for start in range(0, n, chunk_size):
+            h = hidden[start : start + chunk_size]  # (c, d)
+            logits = h @ weight.T  # (c, I+1)
+            logits[:, 0] = float("-inf")
+            probs = torch.exp(logits - lse[start : start + chunk_size, None])  # (c, I+1)
+            rows = torch.arange(h.shape[0], device=h.device)
+            probs[rows, targets[start : start + chunk_size]] -= 1.0
+            probs *= scale
+            grad_hidden[start : start + chunk_size] = probs @ weight  # (c, d)
+            grad_weight.addmm_(probs.T, h)  # (I+1, d)
+        return grad_hidden, grad_weight, None, None
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 2048
+) -> torch.Tensor:
+    """Full cross-entropy of ``targets`` (N,) given ``hidden`` (N, d) and item embeddings (I+1, d).
+
+    Klenitskiy & Vasilev (RecSys 2023): softmax over every item; column 0 (padding) is excluded. Memory is
+    O(chunk_size x I) instead of O(N x I).
+    """
+    return _ChunkedCrossEntropy.apply(hidden, weight, targets, int(chunk_size))
+
+
+def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    """Mean of -log softmax([pos, negs])[0] over rows: ``pos_logits`` (N,), ``neg_logits`` (N, K)."""
+    logits = torch.cat([pos_logits.unsqueeze(-1), neg_logits], dim=-1)  # (N, K+1)
+    return (torch.logsumexp(logits, dim=-1) - pos_logits).mean()
+
+
+def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
+    """gSASRec's beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = negatives / (items - 1)."""
+    alpha = num_negatives / max(num_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Generalised BCE (Petrov & Macdonald, RecSys 2023): -log s(pos)^beta - sum log(1 - s(neg)).
+
+    Averaged over the N x (K + 1) logits as gSASRec's ``BCEWithLogitsLoss`` over the transformed positive
+    logit and the negatives; computed in the stable form beta * softplus(-pos) + softplus(neg).
+    """
+    pos_terms = beta * F.softplus(-pos_logits)  # (N,)
+    neg_terms = F.softplus(neg_logits).sum(-1)  # (N,)
+    return (pos_terms + neg_terms).sum() / (pos_logits.numel() * (neg_logits.shape[-1] + 1))
