@@ -41,12 +41,14 @@ import torch
 from torch import nn
 
 from sasrec.errors import ConfigError
+from sasrec.models.base import SequentialRecommender, register
 from sasrec.models.layers import CausalSelfAttention, PointWiseFeedForward, _Dropout
 
 EMBEDDING_INIT_STD = 0.02
 
 
-class SASRec(nn.Module):
+@register
+class SASRec(SequentialRecommender):
     """Self-Attentive Sequential Recommendation model (Kang & McAuley, ICDM 2018).
 
     Args:
@@ -59,6 +61,9 @@ class SASRec(nn.Module):
         attention_dropout: dropout on attention probabilities; None means ``dropout_rate`` (the reference).
         fast_dropout: draw CPU dropout masks from 16-bit random integers (see :func:`fast_dropout`).
     """
+
+    name = "sasrec"
+    checkpoint_prefix = "SASRec"
 
     def __init__(
         self,
@@ -176,11 +181,15 @@ class SASRec(nn.Module):
         diagonal = torch.eye(length, dtype=torch.bool, device=device)  # (T, T)
         return ((causal & valid[:, None, :]) | diagonal).unsqueeze(1)  # (B, 1, T, T)
 
+    def output_embeddings(self) -> torch.Tensor:
+        """(I + 1, d) the shared item embeddings (inputs and outputs are tied, as in the paper)."""
+        return self.item_emb.weight
+
     def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Dot products of hidden states with item embeddings.
 
         ``hidden`` (..., d) with ``items`` of the same leading shape (...) gives (...); with one extra
-        trailing dimension (..., K) gives (..., K).
+        trailing dimension (..., K) gives (..., K). One embedding lookup (cheaper than indexing the weight).
         """
         emb = self.item_emb(items)  # (..., d) or (..., K, d)
         if emb.dim() == hidden.dim():
