@@ -2,7 +2,7 @@
 
 7,176 users, 10,728 items, SASRec with hidden 50, 2 blocks, 1 head, maxlen 200 (untrained weights: the
 cost does not depend on them), every user's full 200-item input window, about 1,500 history items masked
-per user and 50 targets per user. Scored with :class:`sasrec.train.SASRecScorer` and ranked with
+per user and 50 targets per user. Scored with :class:`sasrec.train.SequentialScorer` and ranked with
 :func:`sasrec.evaluate.evaluate` (protocol ``full``, k = 10). Target: <= 15 s on the 2-core CPU.
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py``.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sasrec.data.contracts import EvalTask
 from sasrec.evaluation.protocol import evaluate
-from sasrec.evaluation.scorers import SASRecScorer
+from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.models.sasrec import SASRec
 
 NUM_USERS, NUM_ITEMS, MAXLEN = 7176, 10728, 200
@@ -81,7 +81,7 @@ def main() -> None:
           f"{MAXLEN}, batch {args.batch_size}, {torch.get_num_threads()} threads")  # fmt: skip
     totals, scoring = [], []
     for _ in range(args.repeats):
-        scorer = SASRecScorer(model, batch_size=args.batch_size)
+        scorer = SequentialScorer(model, batch_size=args.batch_size)
         scored = 0.0
         original = scorer.score
 

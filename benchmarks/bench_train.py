@@ -277,7 +277,9 @@ def run_ours(
     train_mask = np.ones(len(data.events), dtype=bool)
     sampler = NegativeSampler(data, train_mask, device=torch.device("cpu"), generator=generator)
     seqs = training_sequences(data, "temporal", MAXLEN)
-    users_t, inputs_t, targets_t = (torch.from_numpy(a) for a in (seqs.users, seqs.inputs, seqs.targets))
+    users_t, inputs_t, targets_t, window_t = (
+        torch.from_numpy(a) for a in (seqs.users, seqs.inputs, seqs.targets, seqs.window)
+    )
     model = SASRec(NUM_ITEMS, hidden_units=HIDDEN, num_blocks=BLOCKS, num_heads=HEADS, maxlen=MAXLEN,
                    dropout_rate=DROPOUT, attention_dropout=attention_dropout, fast_dropout=fast_dropout)  # fmt: skip
     model.train()
@@ -288,7 +290,7 @@ def run_ours(
         started = time.perf_counter()
         rows = order[step]
         loss = train_module._batch_loss(
-            model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], config, 1.0
+            model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], window_t[rows], config, 1.0
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

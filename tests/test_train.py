@@ -16,7 +16,7 @@ import sasrec.training.loop as train_module
 from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
-from sasrec.evaluation.scorers import SASRecScorer
+from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.models.sasrec import SASRec
 from sasrec.training.checkpoints import checkpoint_name, load_checkpoint
 from sasrec.training.config import TrainConfig, resolve_device
@@ -178,12 +178,14 @@ def test_padding_columns_do_not_change_the_batch_loss(loss: str) -> None:
     seqs = training_sequences(data, "temporal", maxlen=5)
     users = torch.from_numpy(seqs.users[:3])
     inputs, targets = torch.from_numpy(seqs.inputs[:3]), torch.from_numpy(seqs.targets[:3])
+    window = torch.from_numpy(seqs.window[:3])
     pad = torch.zeros(3, 1, dtype=torch.long)
     beta = gbce_beta(3, data.num_items, 0.75)
     values = []
-    for x, y in ((inputs, targets), (torch.cat([pad, inputs], 1), torch.cat([pad, targets], 1))):
+    padded = (torch.cat([pad, inputs], 1), torch.cat([pad, targets], 1), torch.cat([pad, window], 1))
+    for x, y, w in ((inputs, targets, window), padded):
         sampler = _sampler(data, seed=5)
-        values.append(train_module._batch_loss(model, sampler, users, x, y, config, beta).item())
+        values.append(train_module._batch_loss(model, sampler, users, x, y, w, config, beta).item())
     assert values[0] == pytest.approx(values[1], rel=1e-5)
 
 
@@ -410,7 +412,7 @@ def test_scorer_uses_last_maxlen_items_and_popularity_fallback(tiny_data: Prepar
     task.sequences = task.sequences.copy()
     task.sequences[1] = 0  # user 2 without history
     popularity = np.array([0, 5, 4, 3, 2, 1], dtype=np.float32)
-    scorer = SASRecScorer(model, popularity=popularity)
+    scorer = SequentialScorer(model, popularity=popularity)
     scores = scorer.score(task, np.array([0, 1]))
     with torch.no_grad():
         expected = model.score_all(torch.tensor([[3, 4]]))[0]  # last 2 of user 1's 1, 2, 3, 4

@@ -20,7 +20,7 @@ from sasrec.config import load_yaml_mapping
 from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
-from sasrec.evaluation.scorers import SASRecScorer
+from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.training.checkpoints import load_checkpoint
 from sasrec.training.config import EVAL_PROTOCOLS, LOSSES, TrainConfig, resolve_device
 from sasrec.training.loop import evaluate_model, train
@@ -199,7 +199,7 @@ def _write_metrics(
 
 
 def _recommend(
-    scorer: SASRecScorer, data: PreparedData, config: TrainConfig, top_n: int, checkpoint: Path
+    scorer: SequentialScorer, data: PreparedData, config: TrainConfig, top_n: int, checkpoint: Path
 ) -> None:
     from sasrec.inference.recommend import recommend, write_recommendations
 
@@ -259,7 +259,7 @@ def _inference(settings: dict[str, Any]) -> int:
                     threshold if threshold is not None else data.meta.get("relevance_threshold", 2.0)
                 ),
             )
-            scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
+            scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
             result = evaluate_model(scorer, task, config, progress)
             print(_format_summary(f"test {task.name}", result.summary, config.k))
             n_fallback = len(scorer.fallback_rows)
@@ -286,7 +286,7 @@ def _inference(settings: dict[str, Any]) -> int:
                     maxlen=model.maxlen,
                     relevance_threshold=config.relevance_threshold,
                 )
-                scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
+                scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
                 results[stage] = evaluate_model(scorer, task, config, progress)
                 print(_format_summary(f"{stage} {task.name}", results[stage].summary, config.k))
             if settings.get("metrics_json"):
@@ -294,7 +294,7 @@ def _inference(settings: dict[str, Any]) -> int:
                     settings["metrics_json"], data.name, config, results["valid"], results["test"], extra
                 )
     if settings.get("generate_recommendations"):
-        scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
+        scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
         _recommend(scorer, train_data, config, int(settings.get("top_n") or 10), checkpoint)
     return 0
 
@@ -333,7 +333,7 @@ def _training(settings: dict[str, Any]) -> int:
         task = build_eval_task(
             data, config.split, stage, maxlen=config.maxlen, relevance_threshold=config.relevance_threshold
         )
-        scorer = SASRecScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
+        scorer = SequentialScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
         results[stage] = evaluate_model(scorer, task, config, config.progress)
         print(_format_summary(f"{stage} {task.name} (best model)", results[stage].summary, config.k))
     if settings.get("metrics_json"):
@@ -347,7 +347,7 @@ def _training(settings: dict[str, Any]) -> int:
         }
         _write_metrics(settings["metrics_json"], data.name, config, results["valid"], results["test"], extra)
     if settings.get("generate_recommendations") and result.checkpoint_path is not None:
-        scorer = SASRecScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
+        scorer = SequentialScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
         _recommend(scorer, data, config, int(settings.get("top_n") or 10), result.checkpoint_path)
     return 0
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError, SasrecError

@@ -11,7 +11,7 @@ from sasrec.models.sasrec import SASRec
 
 
 # ------------------------------------------------------------------------------------------------ scorer
-class SASRecScorer:
+class SequentialScorer:
     """Scores every item from each task row's last ``maxlen`` items (the ``Scorer`` protocol).
 
     Rows with an empty sequence get ``popularity`` (or zeros) and are recorded in ``fallback_rows`` /

@@ -163,11 +163,11 @@ def train_variants(
 
 def load_sasrec(checkpoint: str | Path, data: PreparedData):
     """(scorer, config) of a checkpoint checked against ``data``'s fingerprint."""
-    from sasrec.evaluation.scorers import SASRecScorer
+    from sasrec.evaluation.scorers import SequentialScorer
     from sasrec.training.checkpoints import load_checkpoint
 
     model, config, _ = load_checkpoint(paths.resolve(checkpoint), data)
-    return SASRecScorer(model, popularity=item_popularity(data)), config
+    return SequentialScorer(model, popularity=item_popularity(data)), config
 
 
 def item_popularity(data: PreparedData, mask: np.ndarray | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 
 from sasrec.data.contracts import PreparedData
 from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
-from sasrec.models.sasrec import SASRec
+from sasrec.models.base import SequentialRecommender, model_class
 from sasrec.paths import models_dir
 from sasrec.training.config import TrainConfig
 
@@ -18,17 +18,22 @@ CHECKPOINT_FORMAT = "sasrec-checkpoint/1"
 
 # ----------------------------------------------------------------------------------------- checkpoints
 def checkpoint_name(config: TrainConfig, epoch: int) -> str:
-    """The original project's file name: ``SASRec.epoch=<n>.lr=<lr>.layer=<b>.head=<h>.hidden=<d>.maxlen=<l>.pth``."""
+    """The original project's file name: ``SASRec.epoch=<n>.lr=<lr>.layer=<b>.head=<h>.hidden=<d>.maxlen=<l>.pth``.
+
+    The first part is the model's name (``SASRec``, ``gSASRec``, ``BERT4Rec``, ``GRU4Rec``).
+    """
+    prefix = model_class(config.model).checkpoint_prefix
     return (
-        f"SASRec.epoch={epoch}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
+        f"{prefix}.epoch={epoch}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
         f".hidden={config.hidden_units}.maxlen={config.maxlen}.pth"
     )
 
 
 def log_name(config: TrainConfig) -> str:
     """Per-epoch log CSV beside the checkpoint (the checkpoint name without the epoch)."""
+    prefix = model_class(config.model).checkpoint_prefix
     return (
-        f"SASRec.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
+        f"{prefix}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
         f".hidden={config.hidden_units}.maxlen={config.maxlen}.log.csv"
     )
 
@@ -66,7 +71,7 @@ def check_fingerprint(payload: dict[str, Any], data: PreparedData, path: str | P
 
 def load_checkpoint(
     path: str | Path, data: PreparedData | None = None, *, map_location: str | torch.device = "cpu"
-) -> tuple[SASRec, TrainConfig, dict[str, Any]]:
+) -> tuple[SequentialRecommender, TrainConfig, dict[str, Any]]:
     """Load a checkpoint written by :func:`train`: (model with the best weights, in eval mode; config; payload).
 
     Raises:
@@ -78,7 +83,7 @@ def load_checkpoint(
     if data is not None:
         check_fingerprint(payload, data, path)
     config = TrainConfig.from_dict({**payload["config"], "device": "cpu"})
-    model = SASRec(**payload["model_kwargs"])
+    model = model_class(payload.get("model_name", "sasrec"))(**payload["model_kwargs"])
     model.load_state_dict(payload["model_state"])
     model.to(map_location)
     model.eval()

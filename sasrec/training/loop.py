@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError
-from sasrec.evaluation.scorers import SASRecScorer
-from sasrec.models.sasrec import SASRec
+from sasrec.evaluation.scorers import SequentialScorer
+from sasrec.models.base import SequentialRecommender, build_model
 from sasrec.paths import atomic_path
 from sasrec.progress import progress_enabled
 from sasrec.training.checkpoints import (
@@ -60,7 +60,7 @@ class TrainResult:
         popularity: (I+1,) training-event counts per item (the scorer's fallback).
     """
 
-    model: SASRec
+    model: SequentialRecommender
     log: pd.DataFrame
     best_epoch: int
     best_valid: dict[str, float]
@@ -80,15 +80,21 @@ def _check_resume(saved: TrainConfig, config: TrainConfig) -> None:
 
 
 def _batch_loss(
-    model: SASRec,
+    model: SequentialRecommender,
     sampler: NegativeSampler,
     users: torch.Tensor,
     inputs: torch.Tensor,
     targets: torch.Tensor,
+    window: torch.Tensor,
     config: TrainConfig,
     beta: float,
 ) -> torch.Tensor:
-    """Loss of one batch (B users) under ``config.loss``; padding targets contribute nothing."""
+    """Loss of one batch (B users) under ``config.loss``; positions whose loss target is 0 contribute nothing.
+
+    The model decides what it is trained on (:meth:`SequentialRecommender.training_batch`): next items for
+    causal models, masked items for BERT4Rec; the losses and negatives are the same for every model.
+    """
+    inputs, targets = model.training_batch(inputs, targets, window, sampler.generator)
     hidden = model(inputs)  # (B, T, d)
     valid = targets != 0  # (B, T)
     if config.loss == "bce":
@@ -101,24 +107,24 @@ def _batch_loss(
         loss = bce_loss(pos_logits, neg_logits, valid, weight)
     elif config.loss == "ce":
         loss = chunked_cross_entropy(
-            hidden[valid], model.item_emb.weight, targets[valid], config.ce_chunk_size
+            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size
         )
     else:
         negatives = sampler.uniform(users, (config.num_negatives,))  # (B, K) shared by a row's positions
         pos_logits = model.score_items(hidden, targets)[valid]  # (N,)
-        neg_emb = model.item_emb(negatives)  # (B, K, d)
+        neg_emb = model.output_embeddings()[negatives]  # (B, K, d)
         neg_logits = torch.matmul(hidden, neg_emb.transpose(1, 2))[valid]  # (N, K)
         if config.loss == "sampled_softmax":
             loss = sampled_softmax_loss(pos_logits, neg_logits)
         else:
             loss = gbce_loss(pos_logits, neg_logits, beta)
     if config.l2_emb > 0:
-        loss = loss + config.l2_emb * torch.linalg.vector_norm(model.item_emb.weight)  # as the reference
+        loss = loss + config.l2_emb * torch.linalg.vector_norm(model.output_embeddings())  # as the reference
     return loss
 
 
 def evaluate_model(
-    scorer: SASRecScorer, task: EvalTask, config: TrainConfig, progress: bool | None = False
+    scorer: SequentialScorer, task: EvalTask, config: TrainConfig, progress: bool | None = False
 ) -> EvalResult:
     """Evaluate a SASRec scorer on ``task`` with the config's K, protocol, negatives and seed."""
     from sasrec.evaluation.protocol import evaluate
@@ -136,9 +142,13 @@ def evaluate_model(
 
 
 def _evaluate_valid(
-    model: SASRec, task: EvalTask, config: TrainConfig, popularity: np.ndarray, device: torch.device
+    model: SequentialRecommender,
+    task: EvalTask,
+    config: TrainConfig,
+    popularity: np.ndarray,
+    device: torch.device,
 ) -> dict[str, float]:
-    scorer = SASRecScorer(model, popularity=popularity, batch_size=config.eval_batch_size, device=device)
+    scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size, device=device)
     return {key: float(value) for key, value in evaluate_model(scorer, task, config).summary.items()}
 
 
@@ -176,16 +186,7 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
-    model = SASRec(
-        data.num_items,
-        hidden_units=config.hidden_units,
-        num_blocks=config.num_blocks,
-        num_heads=config.num_heads,
-        maxlen=config.maxlen,
-        dropout_rate=config.dropout_rate,
-        attention_dropout=config.attention_dropout,
-        fast_dropout=config.fast_dropout,
-    ).to(device)
+    model = build_model(config.model, data.num_items, **config.to_dict()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
 
     train_mask, _ = data.stage_masks(config.split, "valid")
@@ -198,6 +199,7 @@ def train(
     users_t = torch.from_numpy(sequences.users).to(device)
     inputs_t = torch.from_numpy(sequences.inputs).to(device)
     targets_t = torch.from_numpy(sequences.targets).to(device)
+    window_t = torch.from_numpy(sequences.window).to(device)
     popularity = item_popularity(data, train_mask)
     valid_task = build_eval_task(
         data, config.split, "valid", maxlen=config.maxlen, relevance_threshold=config.relevance_threshold
@@ -240,7 +242,9 @@ def train(
         total, count = 0.0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not show, leave=False)
         for rows in bar:
-            loss = _batch_loss(model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], config, beta)
+            loss = _batch_loss(
+                model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], window_t[rows], config, beta
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -273,6 +277,7 @@ def train(
                 "model_state": best_state if best_state is not None else model.state_dict(),
                 "last_model_state": model.state_dict(),
                 "optimizer_state": optimizer.state_dict(),
+                "model_name": config.model,
                 "model_kwargs": model.model_kwargs(),
                 "config": config.to_dict(),
                 "dataset": data.name,

@@ -18,11 +18,13 @@ class TrainingSequences:
         users: (n,) internal user ids with at least two training events.
         inputs: (n, maxlen) the last maxlen training items before the user's final training item.
         targets: (n, maxlen) the next item at each position, 0 at padding.
+        window: (n, maxlen) the last maxlen training items, the final one included (masked-item models).
     """
 
     users: np.ndarray
     inputs: np.ndarray
     targets: np.ndarray
+    window: np.ndarray
 
 
 def training_sequences(data: PreparedData, split: str, maxlen: int) -> TrainingSequences:
@@ -33,9 +35,10 @@ def training_sequences(data: PreparedData, split: str, maxlen: int) -> TrainingS
     users = np.flatnonzero(lengths >= 2).astype(np.int64)
     tails = left_padded_tails(indptr, items, users, maxlen + 1)  # (n, maxlen + 1)
     inputs = tails[:, :-1].copy()
-    targets = tails[:, 1:].copy()
+    window = tails[:, 1:].copy()
+    targets = window.copy()
     targets[inputs == 0] = 0
-    return TrainingSequences(users=users, inputs=inputs, targets=targets)
+    return TrainingSequences(users=users, inputs=inputs, targets=targets, window=window)
 
 
 def item_popularity(data: PreparedData, mask: np.ndarray | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from sasrec import paths
 from sasrec.data import kuairec

@@ -37,7 +37,7 @@ def prepare(
         progress: show a progress bar (default: ``SASREC_PROGRESS``).
         **params: :func:`prepare_frame` parameters.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from sasrec.progress import progress_enabled
 

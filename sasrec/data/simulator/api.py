@@ -92,7 +92,7 @@ def simulate(
         ConfigError: scale outside [MIN_SCALE, MAX_SCALE], a negative seed, or ``out_dir`` holding
             interaction matrices that the simulator did not write (real data is never overwritten).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     _check_arguments(scale, seed)
     params = params or SimulationParams()
