@@ -19,3 +19,15 @@ class MissingDataError(SasrecError, FileNotFoundError):
 
 class CheckpointMismatchError(SasrecError, ValueError):
     """A checkpoint was trained on a different dataset (fingerprint or id maps differ)."""
+
+
+class IntegrityError(SasrecError, ValueError):
+    """A file does not match the checksum recorded when it was written (truncated or damaged)."""
+
+
+class LockBusyError(SasrecError):
+    """Another process holds the lock of a file or folder being written (the message names the holder)."""
+
+
+class StorageError(SasrecError, OSError):
+    """Writing failed because of the storage: disk full, read-only folder or missing permission."""

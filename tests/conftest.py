@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,10 +12,21 @@ import pytest
 from sasrec.data.contracts import PreparedData, empty_labels
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test not marked ``notebooks`` or ``slow`` is a ``unit`` test (``pytest -m unit``)."""
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in ("notebooks", "slow")):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(autouse=True)
-def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No progress bars in tests."""
+def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No progress bars in tests; the level the command line sets on the ``sasrec`` logger does not leak."""
     monkeypatch.setenv("SASREC_PROGRESS", "0")
+    logger = logging.getLogger("sasrec")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 def make_prepared(

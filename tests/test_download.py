@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import re
 import socket
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from sasrec.data import kuairec
 from sasrec.data.kuairec import download
-from sasrec.errors import DataValidationError, SasrecError
+from sasrec.errors import ConfigError, DataValidationError, SasrecError
 
 ROWS_PER_FILE = 2
 
@@ -202,6 +203,36 @@ def test_archive_option_needs_no_network(tmp_path: Path) -> None:
         dest, [closed_port_url()], archive=archive, check_rows=False, progress=False
     )
     assert (data_dir / "big_matrix.csv").read_text() == tiny_csv(kuairec.OFFICIAL_FILES["big_matrix.csv"])
+
+
+def test_second_download_into_the_same_folder_waits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sasrec import locks
+
+    archive = tmp_path / "elsewhere.zip"
+    archive.write_bytes(build_archive())
+    dest = tmp_path / "raw"
+    holding, release = threading.Event(), threading.Event()
+
+    def first_download() -> None:  # another download in progress (a thread stands for the process)
+        with locks.locked(dest / download.ARCHIVE_NAME, what="KuaiRec archive"):
+            holding.set()
+            release.wait(30)
+
+    first = threading.Thread(target=first_download)
+    first.start()
+    assert holding.wait(30)
+    threading.Timer(0.3, release.set).start()
+    with caplog.at_level(logging.WARNING, logger="sasrec"):
+        data_dir = download.download_kuairec(dest, [closed_port_url()], archive=archive, check_rows=False)
+    first.join(30)
+    assert (data_dir / "small_matrix.csv").is_file()
+    assert [r.getMessage().split(" (held by")[0] for r in caplog.records] == [
+        f"waiting for KuaiRec archive {dest / download.ARCHIVE_NAME}"
+    ]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="KuaiRec download folder: .*a_file is a file, not a folder"):
+        download.download_kuairec(blocker, [closed_port_url()], archive=archive)
 
 
 def test_unsafe_member_rejected(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +257,69 @@ def test_cache_hit_and_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not list(cache_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_damaged_cache_entry_is_rebuilt_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = write(tmp_path, "big_matrix.csv", [HEADER, ROW_A, ROW_B, ROW_C])
+    cache_dir = tmp_path / "cache"
+    parses: list[Path] = []
+    original = kuairec.read_validated_table
+    monkeypatch.setattr(
+        kuairec_cache,
+        "read_validated_table",
+        lambda path, schema=None: parses.append(path) or original(path, schema),
+    )
+    clean = kuairec.read_interactions(source, cache_dir=cache_dir)
+    parquet = next(cache_dir.glob("*.parquet"))
+    stale = cache_dir / f".{parquet.name}.a1b2c3d4.tmp"  # left by a killed writer
+    stale.write_bytes(b"half")
+    size = parquet.stat().st_size
+    damages = {
+        "does not match its sha256": lambda data: data[:100] + bytes([data[100] ^ 1]) + data[101:],
+        f"has 100 bytes instead of {size}": lambda data: data[:100],
+    }
+    for expected, damage in damages.items():
+        parquet.write_bytes(damage(parquet.read_bytes()))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sasrec"):
+            again = kuairec.read_interactions(source, cache_dir=cache_dir)
+        pd.testing.assert_frame_equal(again, clean)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "is damaged" in warnings[0] and expected in warnings[0]
+        assert "reading the CSV again" in warnings[0]
+    assert len(parses) == 3 and not stale.exists()
+    kuairec.read_interactions(source, cache_dir=cache_dir)
+    assert len(parses) == 3  # the rebuilt entry verifies
+
+    sidecar = parquet.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace('"rows": 3', '"rows": 2'))  # edited by hand
+    kuairec.read_interactions(source, cache_dir=cache_dir)
+    assert len(parses) == 4
+
+
+def test_cache_is_pruned_to_existing_sources(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache_dir = tmp_path / "cache"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept = write(tmp_path / "a", "small_matrix.csv", [HEADER, ROW_A])
+    gone = write(tmp_path / "b", "small_matrix.csv", [HEADER, ROW_B])
+    kuairec.read_interactions(kept, cache_dir=cache_dir)
+    kuairec.read_interactions(gone, cache_dir=cache_dir)
+    assert len(list(cache_dir.glob("*.parquet"))) == 2  # one entry per source path
+    gone.unlink()
+    (cache_dir / "orphan-0000.parquet").write_bytes(b"written by a killed run, no sidecar")
+    entries = {entry.parquet.name: entry.problem for entry in kuairec.cache_entries(cache_dir)}
+    assert sorted(entries.values(), key=str) == [None, "orphan parquet (no sidecar)", "source gone"]
+    with caplog.at_level(logging.INFO, logger="sasrec"):
+        kuairec.read_interactions(kept, cache_dir=cache_dir)
+    remaining = sorted(p.name for p in cache_dir.iterdir())
+    assert len(remaining) == 3 and all(
+        name.startswith(("small_matrix-", ".small_matrix-")) for name in remaining
+    )
+    assert [entry.problem for entry in kuairec.cache_entries(cache_dir, verify=True)] == [None]
+    assert any("pruned 3 parquet cache file(s)" in r.getMessage() for r in caplog.records)
+
+
 def test_cache_defaults_to_processed_dir(tmp_path: Path) -> None:
     source = write(tmp_path, "big_matrix.csv", [HEADER, ROW_A])
     kuairec.read_interactions(source)
@@ -362,11 +427,51 @@ def test_validate_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     write(raw / "KuaiRec 2.0" / "data", "small_matrix.csv", [HEADER, ROW_A.replace(",10867,", ",-1,")])
     assert _run_cli(["validate", str(raw), "--no-cache"]) == 2
     out = capsys.readouterr().out
-    assert out.startswith("error: ") and "small_matrix.csv" in out and "video_duration" in out
-    assert out.count("\n") == 1
+    error = out.splitlines()[-1]
+    assert error.startswith("error: 1 invalid official file(s)") and "small_matrix.csv" in error
+    assert "video_duration" in error
+    assert re.search(r"small_matrix\.csv +INVALID: ", out) and re.search(r"big_matrix\.csv +valid", out)
 
     assert _run_cli(["validate", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_validate_lists_every_bad_file_and_rejects_header_only_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = _valid_dir(tmp_path)
+    data = raw / "KuaiRec 2.0" / "data"
+    write(data, "small_matrix.csv", [HEADER])  # header only: prepare would refuse it, so must validate
+    write(data, "item_categories.csv", ["video_id,feat", '10,"[8]', '11,"[27, 9]"'])  # unterminated quote
+    write(data, "social_network.csv", ["user_id,friend_list", "1,[2"])  # malformed list
+    summary = kuairec.validate_directory(raw, cache=False, raise_errors=False)
+    assert [check.name for check in summary.invalid] == [
+        "small_matrix.csv",
+        "item_categories.csv",
+        "social_network.csv",
+    ]
+    errors = {check.name: check.error or "" for check in summary.invalid}
+    assert "a header and no data row; expected 4,676,570 rows" in errors["small_matrix.csv"]
+    assert "malformed CSV row (an unterminated quote?)" in errors["item_categories.csv"]
+    assert "column 'friend_list'" in errors["social_network.csv"]
+    assert all("\n" not in error for error in errors.values())
+    with pytest.raises(DataValidationError, match=r"^3 invalid official file\(s\)") as caught:
+        kuairec.validate_directory(raw, cache=False)
+    assert "\n" not in str(caught.value)
+    assert "2 of 7 official files present" not in str(summary) and "3 invalid" in str(summary)
+
+    assert _run_cli(["validate", str(raw), "--no-cache"]) == 2
+    out = capsys.readouterr().out
+    assert out.count("INVALID: ") == 3 and out.splitlines()[-1].startswith("error: 3 invalid")
+
+
+def test_validate_resolves_a_relative_folder_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _valid_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert _run_cli(["validate", "raw", "--no-cache"]) == 0
+    assert f"KuaiRec files in {tmp_path / 'raw'}:" in capsys.readouterr().out
 
 
 def test_validate_empty_directory_is_missing_data(tmp_path: Path) -> None:

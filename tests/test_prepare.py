@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,7 @@ from sasrec.data import preparation as prep
 from sasrec.data.contracts import EVENT_COLUMNS, LABEL_COLUMNS, SPLITS
 from sasrec.data.preparation import artifacts as prep_artifacts
 from sasrec.data.tasks import build_eval_task
-from sasrec.errors import ConfigError, DataValidationError, MissingDataError, SasrecError
+from sasrec.errors import ConfigError, DataValidationError, LockBusyError, MissingDataError, SasrecError
 
 NAN = np.nan
 
@@ -216,6 +220,43 @@ def test_bad_frames_raise_data_validation_error() -> None:
 
 
 # ------------------------------------------------------------------------------------------ leakage
+def test_data_without_any_sequence_is_refused() -> None:
+    single = pd.DataFrame(
+        [(1, 1, 10.0, 1.0), (2, 1, 11.0, 1.0), (2, 2, NAN, 1.0)],
+        columns=["user_id", "video_id", "timestamp", "watch_ratio"],
+    )
+    with pytest.raises(DataValidationError) as caught:
+        prep.prepare_frame(single, "single")
+    assert str(caught.value) == (
+        "single: no user has at least 2 timed events (2 timed event(s) of 3 rows, 2 user(s) with exactly one); "
+        "sequences need 2 or more per user"
+    )
+
+
+def test_empty_per_user_splits_are_refused_when_asked_for() -> None:
+    data = prep.prepare_frame(fixture_frame(), "fixture")  # users have 2, 4 and 1 timed events
+    prep.check_split_usable(data, "temporal")
+    prep.check_split_usable(data, "leave_one_out")  # user 20 has 4 >= 3 events
+    with pytest.raises(ConfigError) as caught:
+        prep.check_split_usable(data, "leave_last_n")
+    assert str(caught.value) == (
+        "fixture: split leave_last_n gives no user a validation or test event: it needs n_valid + n_test + 2 = "
+        "152 timed events per user (n_valid=50, n_test=100) and the longest of the 3 users has 4; lower "
+        "n_valid / n_test (--n-valid / --n-test) or use the temporal split"
+    )
+    prep.check_split_usable(
+        prep.prepare_frame(fixture_frame(), "fixture", n_valid=1, n_test=1), "leave_last_n"
+    )
+    short = fixture_frame().iloc[[0, 1, 2, 5, 7]]  # at most 2 timed events per user
+    with pytest.raises(
+        ConfigError, match="leave_one_out .* needs 3 timed events per user .* has 2; use the temporal"
+    ):
+        prep.check_split_usable(prep.prepare_frame(short, "short"), "leave_one_out")
+    no_test = prep.prepare_frame(fixture_frame(), "fixture", temporal_valid_frac=0.2, temporal_test_frac=0.0)
+    with pytest.raises(ConfigError, match=r"split temporal has no test event \(temporal_test_frac=0.0\)"):
+        prep.check_split_usable(no_test, "temporal")
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_no_leakage_property_on_random_frames(seed: int) -> None:
     data = prep.prepare_frame(random_frame(seed), f"random{seed}", n_valid=5, n_test=8)
@@ -434,7 +475,7 @@ def test_atomic_write_leaves_no_complete_looking_folder(
     with pytest.raises(OSError, match="disk full"):
         prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out)
     assert not out.exists()
-    assert list(out.parent.iterdir()) == []  # no temporary folder left behind
+    assert [p.name for p in out.parent.iterdir()] == [".small.lock"]  # no temporary folder left behind
 
     monkeypatch.undo()
     monkeypatch.setenv("SASREC_ROOT", str(root))
@@ -444,7 +485,180 @@ def test_atomic_write_leaves_no_complete_looking_folder(
     with pytest.raises(OSError):
         prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, n_valid=3, n_test=1)
     assert (out / "meta.json").read_text() == before  # the previous complete run is untouched
-    assert [p.name for p in out.parent.iterdir()] == ["small"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [".small.lock", "small"]
+
+
+def test_meta_records_checksums_and_what_made_the_artifacts(root: Path, kuairec_dir: Path) -> None:
+    import sasrec
+    from sasrec import integrity
+
+    out = root / "out" / "small"
+    old_umask = os.umask(0o022)
+    try:
+        prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, n_valid=1, n_test=1)
+    finally:
+        os.umask(old_umask)
+    assert (out.stat().st_mode & 0o777) == 0o755  # a plain mkdir's mode, not mkdtemp's 0700
+    meta = integrity.read_sealed_json(out / "meta.json")
+    files = sorted(p.name for p in out.iterdir() if p.name != "meta.json")
+    assert sorted(meta["artifacts"]) == files
+    for name, record in meta["artifacts"].items():
+        assert record == integrity.file_record(out / name)
+    origin = integrity.made_by(meta)
+    assert origin["source_fingerprint"] == meta["source_fingerprint"]
+    assert origin["params"] == meta["params"] and origin["prepare_version"] == prep.PREPARE_VERSION
+    assert origin["package_version"] == sasrec.__version__
+    assert origin["source_path"] == str(kuairec_dir / "small_matrix.csv")
+
+
+DAMAGES = {
+    "truncated events": ("events.parquet", lambda p: p.write_bytes(p.read_bytes()[:-40]), "bytes instead of"),
+    "bit-flipped events": (
+        "events.parquet",
+        lambda p: p.write_bytes(
+            p.read_bytes()[:200] + bytes([p.read_bytes()[200] ^ 0x10]) + p.read_bytes()[201:]
+        ),
+        "does not match its sha256",
+    ),
+    "missing labels": ("labels.parquet", lambda p: p.unlink(), "labels.parquet is missing"),
+    "bit-flipped text": (
+        "small_matrix.txt",
+        lambda p: p.write_text(p.read_text().replace("2 3 1", "2 3 0", 1)),
+        "small_matrix.txt does not match its sha256",
+    ),
+    "edited meta": (
+        "meta.json",
+        lambda p: p.write_text(p.read_text().replace('"liked_events": 4', '"liked_events": 5')),
+        "meta.json does not match its checksum",
+    ),
+    "deleted meta": ("meta.json", lambda p: p.unlink(), "meta.json is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_artifact_is_rebuilt_with_one_line(
+    root: Path, kuairec_dir: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    out = root / "out" / "small"
+    clean = prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out)
+    name, spoil, problem = DAMAGES[damage]
+    spoil(out / name)
+    with caplog.at_level(logging.INFO, logger="sasrec"):
+        again = prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("sasrec")]
+    assert len(lines) == 1 and caplog.records[-1].levelno == logging.WARNING
+    assert lines[0].startswith(f"prepared dataset small_matrix in {out} is damaged (")
+    assert problem in lines[0] and lines[0].endswith(f"rebuilding it from {kuairec_dir / 'small_matrix.csv'}")
+    assert again.meta.get("reused") is None
+    pd.testing.assert_frame_equal(again.events, clean.events)
+    pd.testing.assert_frame_equal(again.labels, clean.labels)
+    reused = prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out)
+    assert reused.meta["reused"] is True
+    pd.testing.assert_frame_equal(reused.events, clean.events)
+
+
+def test_damage_without_source_is_refused_naming_the_rebuild(
+    root: Path, kuairec_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sasrec.data import simulator
+
+    simulated = root / "data" / "simulated"
+    simulator.simulate(scale=simulator.MIN_SCALE, seed=0, out_dir=simulated, progress=False)
+    clean = prep.load_prepared("small_matrix", n_valid=1, n_test=1)
+    out = root / "data" / "processed" / "small_matrix"
+    shutil.rmtree(simulated)
+    with caplog.at_level(logging.WARNING, logger="sasrec"):  # intact: used as it is, with a warning
+        kept = prep.load_prepared("small_matrix", n_valid=1, n_test=1)
+    pd.testing.assert_frame_equal(kept.events, clean.events)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"source {simulated / 'small_matrix.csv'} of small_matrix is gone; using {out} as it is"
+    ]
+    with pytest.raises(MissingDataError, match="prepared from other parameters"):
+        prep.load_prepared("small_matrix", n_valid=2, n_test=1)
+    events = out / "events.parquet"
+    events.write_bytes(events.read_bytes()[:50])
+    with pytest.raises(MissingDataError) as caught:
+        prep.load_prepared("small_matrix", n_valid=1, n_test=1)
+    message = str(caught.value)
+    assert "\n" not in message and "events.parquet has 50 bytes" in message
+    assert message.endswith("rebuild it: make simulate, then python -m sasrec prepare small_matrix")
+
+
+def test_prepared_data_written_by_an_older_version_is_prepared_again(
+    root: Path, kuairec_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = root / "out" / "small"
+    prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["integrity"], meta["artifacts"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="sasrec"):
+        again = prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out)
+    assert again.meta.get("reused") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"preparing small_matrix into {out}: it was prepared by an older version"
+    ]
+
+
+def test_stale_temporaries_are_removed_and_a_busy_folder_named(
+    root: Path, kuairec_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sasrec import locks
+
+    out = root / "out" / "small"
+    leftover = out.parent / ".small.k3j4h5g6.tmp"
+    (leftover / "events.parquet").parent.mkdir(parents=True)
+    (leftover / "events.parquet").write_bytes(b"half written")
+    with caplog.at_level(logging.INFO, logger="sasrec"):
+        prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, n_valid=1, n_test=1)
+    assert not leftover.exists()
+    assert any(
+        r.getMessage().startswith("removed 1 stale temporary file(s) left beside") for r in caplog.records
+    )
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread holds the folder's lock, as another process would
+        with locks.locked(out, what="prepared dataset small_matrix"):
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(LockBusyError) as caught:
+            prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, wait=False)
+        assert f"prepared dataset small_matrix {out} is being written by pid {os.getpid()}" in str(
+            caught.value
+        )
+        assert "leave out --no-wait" in str(caught.value)
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def test_progress_flag_reaches_the_preparation(
+    root: Path, kuairec_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SASREC_PROGRESS", "1")
+    prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=root / "a", progress=False)
+    assert "prepare small_matrix" not in capsys.readouterr().err
+    prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=root / "b", progress=True)
+    assert "prepare small_matrix" in capsys.readouterr().err
+
+
+def test_requested_empty_split_is_refused_before_writing(root: Path, kuairec_dir: Path) -> None:
+    out = root / "out" / "small"
+    with pytest.raises(ConfigError, match="split leave_last_n gives no user a validation or test event"):
+        prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, split="leave_last_n")
+    assert not out.exists()
+    prep.prepare("small_matrix", data_dir=kuairec_dir, out_dir=out, split="leave_one_out")
+    with pytest.raises(ConfigError, match=r"n_valid \+ n_test \+ 2 = 152"):
+        prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out, split="leave_last_n")
+    assert prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out, split="temporal").meta[
+        "reused"
+    ]
 
 
 def test_missing_data_names_file_and_remedy(root: Path, kuairec_dir: Path) -> None:
@@ -492,6 +706,27 @@ def test_cli_prepare_prints_report_and_honours_flags(
     meta = json.loads((out / "meta.json").read_text())
     assert meta["params"]["like_threshold"] == 0.69 and meta["params"]["n_valid"] == 1
     assert not list(out.glob("*.txt"))
+
+
+def test_cli_paths_resolve_from_the_current_folder_and_split_is_checked(
+    root: Path, kuairec_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(kuairec_dir.parent)
+    args = cli_parser().parse_args(
+        ["prepare", "small_matrix", "--data-dir", kuairec_dir.name, "--out", "here", "--no-progress"]
+    )
+    assert args.func(args) == 0
+    assert (kuairec_dir.parent / "here" / "meta.json").is_file() and not (root / "here").exists()
+    text = cli_parser().parse_args(["prepare", "here/small_matrix.txt", "--out", "text_out", "--no-text"])
+    assert text.func(text) == 0
+    assert (kuairec_dir.parent / "text_out" / "meta.json").is_file()
+    capsys.readouterr()
+    refused = cli_parser().parse_args(
+        ["prepare", "small_matrix", "--data-dir", kuairec_dir.name, "--out", "x", "--split", "leave_last_n"]
+    )
+    with pytest.raises(ConfigError, match="--n-valid / --n-test"):
+        refused.func(refused)
+    assert not (kuairec_dir.parent / "x").exists()
 
 
 def test_cli_missing_file_raises_missing_data_error(root: Path, tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 Each sub-command is one module of this package that registers itself through ``add_parser``; the
 commands call the package's stages and hold no logic of their own.
 Errors caused by input (:class:`sasrec.errors.SasrecError`) print one line and exit with status 2.
+The package's log lines (what a command did: waited for a lock, rebuilt a damaged file) go to stderr;
+``--quiet`` keeps only warnings.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +26,7 @@ COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("sasrec.cli.train", "add_parser"),
     ("sasrec.cli.baseline", "add_parser"),
     ("sasrec.cli.report", "add_parser"),
+    ("sasrec.cli.doctor", "add_parser"),
 )
 
 
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sasrec",
         description="SASRec and baselines on KuaiRec 2.0 (real archive or the KuaiRec-shaped simulator).",
     )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name, function_name in COMMAND_MODULES:
         module = importlib.import_module(module_name)
@@ -43,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)  # the package's log lines, one per line
+    logging.getLogger("sasrec").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         result = args.func(args)
     except SasrecError as exc:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from sasrec import paths
 from sasrec.data.contracts import (
     SPLITS,
     PreparedData,
 )
 from sasrec.data.preparation.artifacts import _json_default
-from sasrec.data.preparation.params import DEFAULT_PARAMS
+from sasrec.data.preparation.params import DATASETS, DEFAULT_PARAMS, NO_REMAPPING_SUFFIX
 from sasrec.data.preparation.pipeline import prepare
 
 
@@ -60,13 +60,21 @@ def _format_summary(data: PreparedData) -> str:
     return "\n".join(lines)
 
 
+def _dataset_argument(dataset: str) -> str:
+    """A dataset name as is; a text-file path typed on the command line resolved from the current folder."""
+    base = dataset[: -len(NO_REMAPPING_SUFFIX)] if dataset.endswith(NO_REMAPPING_SUFFIX) else dataset
+    return dataset if base in DATASETS else str(paths.user_path(dataset))
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     data = prepare(
-        args.dataset,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        out_dir=Path(args.out) if args.out else None,
+        _dataset_argument(args.dataset),
+        data_dir=paths.user_path(args.data_dir) if args.data_dir else None,
+        out_dir=paths.user_path(args.out) if args.out else None,
         write_text=not args.no_text,
         progress=False if args.no_progress else None,
+        wait=not args.no_wait,
+        split=args.split,
         like_threshold=args.like_threshold,
         relevance_threshold=args.relevance_threshold,
         n_valid=args.n_valid,
@@ -104,4 +112,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--temporal-test-frac", type=float, default=DEFAULT_PARAMS["temporal_test_frac"])
     parser.add_argument("--no-text", action="store_true", help="skip the original project's text files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="refuse (exit 2, nothing written) unless this split gives validation and test events",
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once (exit 2) when another process is writing the same folder, instead of waiting",
+    )
     parser.set_defaults(func=_run_cli)

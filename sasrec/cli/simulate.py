@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    out = paths.resolve(args.out) if args.out else None
+    out = paths.user_path(args.out) if args.out else None
     summary = simulate(scale=args.scale, seed=args.seed, out_dir=out, progress=args.progress)
     counts = summary["counts"]
     print(

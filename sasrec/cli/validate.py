@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from sasrec import paths
 from sasrec.data.kuairec.validation import validate_directory
+from sasrec.errors import DataValidationError
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    data_dir = Path(args.dir) if args.dir else paths.raw_dir()
-    summary = validate_directory(data_dir, cache=not args.no_cache)
+    data_dir = paths.user_path(args.dir) if args.dir else paths.raw_dir()
+    summary = validate_directory(data_dir, cache=not args.no_cache, raise_errors=False)
     print(summary)
+    message = summary.error_message()
+    if message:
+        raise DataValidationError(message)
     return 0
 
 
@@ -25,7 +28,8 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Validate every official KuaiRec 2.0 file found in DIR, DIR/data or DIR/'KuaiRec 2.0'/data: "
             "header, value checks and row counts (a count that differs from the official one is a warning). "
-            "Exit status 0 when every present file is valid, 2 otherwise."
+            "Every file is checked; each invalid one is listed. A file with a header and no data row is "
+            "invalid. Exit status 0 when every present file is valid, 2 otherwise."
         ),
     )
     parser.add_argument("dir", nargs="?", default=None, help=f"data directory (default {paths.raw_dir()})")

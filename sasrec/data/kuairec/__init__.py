@@ -6,7 +6,13 @@ The public names of the submodules are re-exported here: ``from sasrec.data impo
 
 from __future__ import annotations
 
-from sasrec.data.kuairec.cache import default_cache_dir, read_interactions
+from sasrec.data.kuairec.cache import (
+    CacheEntry,
+    cache_entries,
+    default_cache_dir,
+    prune_cache,
+    read_interactions,
+)
 from sasrec.data.kuairec.cleaning import (
     CleaningReport,
     clean_interactions,
@@ -61,6 +67,9 @@ __all__ = [
     "SIDE_READERS",
     "default_cache_dir",
     "read_interactions",
+    "CacheEntry",
+    "cache_entries",
+    "prune_cache",
     "CleaningReport",
     "exact_duplicates",
     "count_repeats",

@@ -8,9 +8,9 @@ Downloads resume from ``KuaiRec.zip.part`` with an HTTP Range request.
 from __future__ import annotations
 
 import http.client
+import logging
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sasrec import paths
+from sasrec import locks, paths
 from sasrec.data import kuairec
 from sasrec.errors import DataValidationError, MissingDataError, SasrecError
 from sasrec.progress import progress_enabled
@@ -38,6 +38,8 @@ ARCHIVE_SIZE_HINT = "about 432 MB"
 _CHUNK = 1 << 20
 _USER_AGENT = "sasrec-kuairec/0.1 (python urllib)"
 _MAX_ATTEMPTS_PER_URL = 3
+
+logger = logging.getLogger(__name__)
 
 
 class _HtmlPage(Exception):
@@ -305,7 +307,8 @@ def download_kuairec(
 ) -> Path:
     """Make the official KuaiRec 2.0 files available under ``dest`` and verify them.
 
-    Steps: reuse already unpacked and verified files; else use ``archive`` (an already downloaded zip),
+    Holds a lock on ``dest/KuaiRec.zip`` throughout, so a second download into ``dest`` waits. Steps:
+    reuse already unpacked and verified files; else use ``archive`` (an already downloaded zip),
     else ``dest/KuaiRec.zip`` if complete, else download it from the first working mirror of ``urls``
     (resuming ``KuaiRec.zip.part``); unpack; check headers and official row counts.
 
@@ -325,20 +328,22 @@ def download_kuairec(
             or files that do not match the release.
     """
     dest = Path(dest)
+    paths.check_writable(dest, "KuaiRec download folder", folder=True)
     dest.mkdir(parents=True, exist_ok=True)
-    if archive is None and _all_present(dest):
-        data_dir = locate_data_dir(dest) or dest
-        try:
-            verify_files(data_dir, check_rows=check_rows)
-            return data_dir
-        except DataValidationError as exc:
-            print(f"existing files are not usable ({exc}); fetching the archive again", file=sys.stderr)
-    if archive is None:
-        local = dest / ARCHIVE_NAME
-        if local.is_file() and zipfile.is_zipfile(local):
-            archive = local
-        else:
-            archive = fetch_archive(urls or DEFAULT_URLS, dest, timeout=timeout, progress=progress)
-    data_dir = extract_archive(Path(archive), dest)
-    verify_files(data_dir, check_rows=check_rows)
-    return data_dir
+    with locks.locked(dest / ARCHIVE_NAME, what="KuaiRec archive"):  # one download into dest at a time
+        if archive is None and _all_present(dest):
+            data_dir = locate_data_dir(dest) or dest
+            try:
+                verify_files(data_dir, check_rows=check_rows)
+                return data_dir
+            except DataValidationError as exc:
+                logger.warning("existing files are not usable (%s); fetching the archive again", exc)
+        if archive is None:
+            local = dest / ARCHIVE_NAME
+            if local.is_file() and zipfile.is_zipfile(local):
+                archive = local
+            else:
+                archive = fetch_archive(urls or DEFAULT_URLS, dest, timeout=timeout, progress=progress)
+        data_dir = extract_archive(Path(archive), dest)
+        verify_files(data_dir, check_rows=check_rows)
+        return data_dir

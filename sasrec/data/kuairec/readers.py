@@ -136,6 +136,12 @@ def count_csv_rows(path: Path, schema: FileSchema | None = None) -> int:
     return max(lines - 1, 0)
 
 
+def _one_line(text: str, limit: int = 240) -> str:
+    """``text`` on one line (line breaks shown as ``\\n``), cut to ``limit`` characters."""
+    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _row_location(schema: FileSchema, index: int) -> str:
     if schema.multiline:
         return f"data row {index + 1:,}"
@@ -205,7 +211,7 @@ def _locate_unparsable(path: Path, schema: FileSchema, header: list[str], arrow_
     try:
         table = _pyarrow_read(path, schema, header, as_strings)
     except pa.ArrowInvalid as exc:
-        raise DataValidationError(f"{path}: could not be parsed as CSV: {exc}") from None
+        raise DataValidationError(f"{path}: could not be parsed as CSV: {_one_line(str(exc))}") from None
     if schema.multiline:
         table = _restore_carriage_returns(table)
     for name, typ in schema.columns:
@@ -220,7 +226,7 @@ def _locate_unparsable(path: Path, schema: FileSchema, header: list[str], arrow_
             raise _value_error(
                 path, schema, table, name, bad, f"values that are not {kind}s", f"{kind}s only"
             )
-    raise DataValidationError(f"{path}: a value could not be converted: {arrow_message}")
+    raise DataValidationError(f"{path}: a value could not be converted: {_one_line(arrow_message)}")
 
 
 def read_validated_table(path: Path, schema: FileSchema | None = None) -> pa.Table:
@@ -247,8 +253,10 @@ def read_validated_table(path: Path, schema: FileSchema | None = None) -> pa.Tab
     except pa.ArrowInvalid as exc:
         message = str(exc)
         if "CSV parse error" in message:
+            quote = " (an unterminated quote?)" if message.count('"') % 2 else ""
             raise DataValidationError(
-                f"{path}: malformed CSV row: {message}; expected {len(header)} comma-separated fields per row"
+                f"{path}: malformed CSV row{quote}: {_one_line(message)}; expected {len(header)} "
+                "comma-separated fields per row"
             ) from None
         _locate_unparsable(path, schema, header, message)
         raise AssertionError("unreachable") from None

@@ -10,7 +10,7 @@ from typing import Any
 from sasrec.data.kuairec.cleaning import CleaningReport, load_interactions
 from sasrec.data.kuairec.readers import SIDE_READERS, find_file
 from sasrec.data.kuairec.schema import INTERACTION_FILES, OFFICIAL_FILES, SEARCH_SUBDIRS, FileSchema
-from sasrec.errors import MissingDataError
+from sasrec.errors import DataValidationError, MissingDataError
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -24,6 +24,7 @@ class FileCheck:
     expected_rows: int | None = None
     seconds: float = 0.0
     warning: str | None = None
+    error: str | None = None
 
     @property
     def present(self) -> bool:
@@ -46,8 +47,13 @@ class ValidationSummary:
 
     @property
     def present(self) -> list[str]:
-        """Official files found (and valid: an invalid file raises)."""
+        """Official files found (valid or not)."""
         return [check.name for check in self.checks if check.present]
+
+    @property
+    def invalid(self) -> list[FileCheck]:
+        """Checks of the files found invalid (each with its one-line ``error``)."""
+        return [check for check in self.checks if check.error]
 
     @property
     def warnings(self) -> list[str]:
@@ -65,6 +71,7 @@ class ValidationSummary:
                     "rows": c.rows,
                     "expected_rows": c.expected_rows,
                     "warning": c.warning,
+                    "error": c.error,
                 }
                 for c in self.checks
             ],
@@ -78,6 +85,9 @@ class ValidationSummary:
             if not check.present:
                 lines.append(f"  {check.name:<{width}}  absent")
                 continue
+            if check.error:
+                lines.append(f"  {check.name:<{width}}  INVALID: {check.error}")
+                continue
             expected = f"{check.expected_rows:,}" if check.expected_rows is not None else "?"
             status = "valid" if not check.warning else "valid, WARNING"
             lines.append(
@@ -90,11 +100,19 @@ class ValidationSummary:
             lines.append(str(report))
         if self.absent:
             lines.append(f"absent: {', '.join(self.absent)}")
+        verdict = f"{len(self.invalid)} invalid" if self.invalid else "all valid"
         lines.append(
-            f"{len(self.present)} of {len(self.checks)} official files present, all valid "
+            f"{len(self.present)} of {len(self.checks)} official files present, {verdict} "
             f"({len(self.warnings)} warning(s))"
         )
         return "\n".join(lines)
+
+    def error_message(self) -> str | None:
+        """One line naming every invalid file and its problem, or None when all present files are valid."""
+        if not self.invalid:
+            return None
+        problems = " | ".join(check.error or "" for check in self.invalid)
+        return f"{len(self.invalid)} invalid official file(s) in {self.data_dir}: {problems}"
 
 
 def _row_warning(name: str, rows: int, schema: FileSchema) -> str | None:
@@ -108,17 +126,23 @@ def _row_warning(name: str, rows: int, schema: FileSchema) -> str | None:
 
 
 def validate_directory(
-    data_dir: Path, *, cache: bool = True, cache_dir: Path | None = None
+    data_dir: Path, *, cache: bool = True, cache_dir: Path | None = None, raise_errors: bool = True
 ) -> ValidationSummary:
     """Validate every official KuaiRec file present under ``data_dir`` and list the absent ones.
 
     Row counts that differ from the official ones are warnings (the simulator writes smaller files); a
-    schema or value problem raises :class:`DataValidationError`. The two matrices also get a cleaning
-    report.
+    schema or value problem, or a file with a header and no data row, makes the file invalid. Every file
+    is checked (one bad file does not hide the next). The two matrices also get a cleaning report.
+
+    Args:
+        data_dir: the folder (files may also sit in ``data/`` or ``KuaiRec 2.0/data/`` below it).
+        cache: read the matrices through the parquet cache.
+        cache_dir: the cache folder (default ``data/processed/cache``).
+        raise_errors: raise when a file is invalid; when False, the summary's checks carry the errors.
 
     Raises:
         MissingDataError: ``data_dir`` does not exist or holds no official file.
-        DataValidationError: a present file is invalid.
+        DataValidationError: (``raise_errors``) one line naming every invalid file and its problem.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -132,13 +156,22 @@ def validate_directory(
         if found is None:
             continue
         started = time.perf_counter()
-        if name in INTERACTION_FILES:
-            _frame, report = load_interactions(found, cache=cache, cache_dir=cache_dir)
-            cleaning[name] = report
-            check.rows = report.rows_in
-        else:
-            check.rows = len(SIDE_READERS[name](found))
-        check.seconds = time.perf_counter() - started
+        try:
+            if name in INTERACTION_FILES:
+                _frame, report = load_interactions(found, cache=cache, cache_dir=cache_dir)
+                cleaning[name] = report
+                check.rows = report.rows_in
+            else:
+                check.rows = len(SIDE_READERS[name](found))
+        except DataValidationError as exc:
+            check.error = str(exc)
+            continue
+        finally:
+            check.seconds = time.perf_counter() - started
+        if check.rows == 0:
+            expected = f"{schema.expected_rows:,}" if schema.expected_rows else "some"
+            check.error = f"{found}: a header and no data row; expected {expected} rows"
+            continue
         check.warning = _row_warning(name, check.rows, schema)
     summary = ValidationSummary(data_dir=data_dir, checks=checks, cleaning=cleaning)
     if not summary.present:
@@ -147,4 +180,7 @@ def validate_directory(
             f"no official KuaiRec file found in {data_dir} (looked in {looked}); "
             "run `python -m sasrec download` or `make data`"
         )
+    message = summary.error_message()
+    if raise_errors and message:
+        raise DataValidationError(message)
     return summary

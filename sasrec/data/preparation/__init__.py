@@ -15,7 +15,7 @@ from sasrec.data.preparation.params import (
 )
 from sasrec.data.preparation.pipeline import load_prepared, prepare
 from sasrec.data.preparation.sources import default_data_dir
-from sasrec.data.preparation.splits import check_no_leakage
+from sasrec.data.preparation.splits import check_no_leakage, check_split_usable
 from sasrec.data.preparation.text import read_sasrec_text
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "default_data_dir",
     "read_sasrec_text",
     "check_no_leakage",
+    "check_split_usable",
     "prepare_frame",
     "prepare",
     "load_prepared",

@@ -1,11 +1,14 @@
-"""Prepared-dataset artifacts on disk: written into a temporary folder and renamed into place, read back."""
+"""Prepared-dataset artifacts on disk: written into a temporary folder swapped into place, verified on read.
+
+meta.json is written last and sealed (:mod:`sasrec.integrity`): it records the size and sha256 of every
+other artifact (``artifacts``) and what made them (``integrity.made_by``: source fingerprint, parameters,
+prepare version, package version). :func:`_read_artifacts` checks every file against it, hashing the
+bytes it parses, so a truncated or bit-flipped file is reported as an :class:`IntegrityError` in one
+line, never as a pyarrow traceback.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,27 +18,42 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import sasrec
+from sasrec import integrity, paths
 from sasrec.data.contracts import (
     EVENT_COLUMNS,
     LABEL_COLUMNS,
     PreparedData,
 )
-from sasrec.data.preparation.params import ARTIFACT_FILES
+from sasrec.data.preparation.params import ARTIFACT_FILES, PREPARE_VERSION
 from sasrec.data.preparation.text import _write_text_files
-from sasrec.errors import DataValidationError, MissingDataError
+from sasrec.errors import IntegrityError, MissingDataError
+
+META_FILE = "meta.json"
+TABLE_FILES = tuple(name for name in ARTIFACT_FILES if name != META_FILE)
+
+
+def made_by(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a prepared dataset is made from: source fingerprint, parameters, prepare and package versions."""
+    return {
+        "source_path": str(meta.get("source_path")),
+        "source_fingerprint": meta.get("source_fingerprint"),
+        "params": meta.get("params"),
+        "prepare_version": PREPARE_VERSION,
+        "package_version": sasrec.__version__,
+    }
 
 
 def _write_artifacts(data: PreparedData, out_dir: Path, *, write_text: bool, base: str) -> None:
-    """Write every artifact into a temporary folder beside ``out_dir``, then rename it into place.
+    """Write every artifact into a temporary folder beside ``out_dir``, then swap it into place.
 
     The parquet tables and the text files are written by two threads (pyarrow releases the GIL). An
-    interrupted run leaves only a hidden ``.<name>.*.tmp`` folder, never a complete-looking ``out_dir``.
+    interrupted run leaves only a hidden ``.<name>.*.tmp`` folder, never a complete-looking ``out_dir``;
+    the previous ``out_dir``, if any, stays complete until the swap. Hold the folder's lock.
     """
     write_started = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with paths.atomic_dir(out_dir, f"prepared dataset {data.name}") as tmp:
         parquet_options = {"compression": "zstd", "use_dictionary": False}
         tables = {
             "events.parquet": pa.Table.from_pandas(data.events, preserve_index=False),
@@ -57,27 +75,13 @@ def _write_artifacts(data: PreparedData, out_dir: Path, *, write_text: bool, bas
             text_done = pool.submit(_write_text_files, data, tmp, base) if write_text else None
             tables_done.result()
             data.meta["text_files"] = text_done.result() if text_done is not None else {}
+        data.meta["artifacts"] = integrity.manifest(tmp, [*TABLE_FILES, *data.meta["text_files"]])
         write_seconds = time.perf_counter() - write_started
         data.meta.setdefault("timings", {})["write_s"] = round(write_seconds, 3)
         data.meta["prepare_seconds"] = round(data.meta.get("prepare_seconds", 0.0) + write_seconds, 3)
-        (tmp / "meta.json").write_text(
-            json.dumps(data.meta, indent=2, sort_keys=False, default=_json_default)
-        )
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, trash / out_dir.name)
-            try:
-                os.replace(tmp, out_dir)
-            except OSError:
-                os.replace(trash / out_dir.name, out_dir)
-                raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        stored = {k: v for k, v in data.meta.items() if k not in ("out_dir", "reused")}
+        text = integrity.dumps_sealed(stored, made_by(stored), default=_json_default)
+        (tmp / META_FILE).write_text(text, encoding="utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -92,24 +96,78 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _read_artifacts(out_dir: Path, meta: dict[str, Any]) -> PreparedData:
-    """Load a prepared folder written by :func:`_write_artifacts`."""
-    missing = [f for f in ARTIFACT_FILES if not (out_dir / f).is_file()]
-    if missing:
-        raise MissingDataError(
-            f"prepared folder {out_dir} lacks {', '.join(missing)}; run `python -m sasrec prepare`"
+def read_meta(out_dir: Path) -> dict[str, Any]:
+    """The verified meta.json of a prepared folder.
+
+    Raises:
+        MissingDataError: the folder or its meta.json does not exist.
+        IntegrityError: meta.json is unreadable, unsealed (older version) or does not match its checksum.
+    """
+    path = Path(out_dir) / META_FILE
+    if not path.is_file():
+        raise MissingDataError(f"prepared folder {out_dir} has no {META_FILE}")
+    try:
+        meta = integrity.read_sealed_json(path, f"{META_FILE}")
+    except OSError as exc:
+        raise IntegrityError(f"{META_FILE} cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(meta.get("artifacts"), dict):
+        raise IntegrityError(f"{META_FILE} records no artifact checksums")
+    return meta
+
+
+def check_artifacts(out_dir: Path, meta: dict[str, Any], *, hash_contents: bool = True) -> list[str]:
+    """Problems of a prepared folder's files against meta.json (missing, truncated, damaged)."""
+    return integrity.check_manifest(out_dir, meta["artifacts"], hash_contents=hash_contents)
+
+
+def _read_table(out_dir: Path, name: str, record: dict[str, Any]) -> pa.Table:
+    """Read one parquet artifact, hashing the very bytes that are parsed."""
+    path = out_dir / name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IntegrityError(f"{name} is missing") from None
+    if len(raw) != record.get("bytes"):
+        raise IntegrityError(
+            f"{name} has {len(raw):,} bytes instead of {record.get('bytes'):,} (truncated or replaced)"
         )
-    events = pq.read_table(out_dir / "events.parquet").to_pandas()
-    labels = pq.read_table(out_dir / "labels.parquet").to_pandas()
+    if integrity.sha256_bytes(raw) != record.get(integrity.ALGORITHM):
+        raise IntegrityError(f"{name} does not match its sha256 (damaged)")
+    try:
+        return pq.read_table(pa.BufferReader(raw))
+    except (pa.ArrowException, OSError, ValueError) as exc:  # checksum matched: written wrong, not damaged
+        raise IntegrityError(f"{name} cannot be parsed as parquet ({str(exc).splitlines()[0]})") from None
+
+
+def _read_artifacts(out_dir: Path, meta: dict[str, Any]) -> PreparedData:
+    """Load a prepared folder written by :func:`_write_artifacts`, verifying every file.
+
+    Raises:
+        IntegrityError: a file is missing, has the wrong size or checksum, or has unexpected columns.
+    """
+    out_dir = Path(out_dir)
+    recorded = meta["artifacts"]
+    missing = [name for name in TABLE_FILES if name not in recorded]
+    if missing:
+        raise IntegrityError(f"{META_FILE} records no checksum of {', '.join(missing)}")
+    other = {name: record for name, record in recorded.items() if name not in TABLE_FILES}
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hash the text files while the tables are read
+        others_checked = pool.submit(integrity.check_manifest, out_dir, other)
+        tables = {name: _read_table(out_dir, name, recorded[name]) for name in TABLE_FILES}
+        problems = others_checked.result()
+    if problems:
+        raise IntegrityError("; ".join(problems))
+    events = tables["events.parquet"].to_pandas()
+    labels = tables["labels.parquet"].to_pandas()
     if list(events.columns) != list(EVENT_COLUMNS) or list(labels.columns) != list(LABEL_COLUMNS):
-        raise DataValidationError(
-            f"prepared folder {out_dir}: events/labels columns {list(events.columns)} / {list(labels.columns)} "
-            f"differ from the contract {list(EVENT_COLUMNS)} / {list(LABEL_COLUMNS)}; prepare again"
+        raise IntegrityError(
+            f"events/labels columns {list(events.columns)} / {list(labels.columns)} differ from the contract "
+            f"{list(EVENT_COLUMNS)} / {list(LABEL_COLUMNS)}"
         )
     events = events.astype(EVENT_COLUMNS)
     labels = labels.astype(LABEL_COLUMNS)
-    users = pq.read_table(out_dir / "users.parquet").to_pandas()
-    items = pq.read_table(out_dir / "items.parquet").to_pandas()
+    users = tables["users.parquet"].to_pandas()
+    items = tables["items.parquet"].to_pandas()
     return PreparedData(
         name=str(meta["name"]),
         events=events,

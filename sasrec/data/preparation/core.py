@@ -208,6 +208,11 @@ def prepare_frame(
         }
     )
     counts_per_user, from_end = _per_user_positions(users_sorted, n_users)
+    if not (counts_per_user >= 2).any():
+        raise DataValidationError(
+            f"{name}: no user has at least 2 timed events ({len(events):,} timed event(s) of {len(df):,} rows, "
+            f"{int(np.count_nonzero(counts_per_user)):,} user(s) with exactly one); sequences need 2 or more per user"
+        )
     min_last_n = params["n_valid"] + params["n_test"] + 2
     last_n, short_last_n = _per_user_split(
         users_sorted, counts_per_user, from_end, params["n_valid"], params["n_test"], min_last_n

@@ -13,7 +13,7 @@ from sasrec.data.contracts import (
     PreparedData,
     split_column,
 )
-from sasrec.errors import SasrecError
+from sasrec.errors import ConfigError, SasrecError
 
 
 def _per_user_positions(users_sorted: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,3 +155,41 @@ def check_no_leakage(data: PreparedData, split: str) -> dict[str, Any]:
     summary["users"] = int(np.count_nonzero(np.bincount(users))) if len(users) else 0
     summary["rule"] = "per user, every train event precedes each valid event, which precedes each test event"
     return summary
+
+
+# ------------------------------------------------------------------------------------------ usability
+def check_split_usable(data: PreparedData, split: str) -> None:
+    """Refuse a split that gives no user a validation or a test event (before anything is trained on it).
+
+    Raises:
+        ConfigError: one line naming the split, the parameter that decides it and the counts.
+    """
+    column = split_column(split)
+    events = data.events
+    assignment = events[column].to_numpy()
+    users = events["user"].to_numpy()
+    valid_users = len(np.unique(users[assignment == VALID]))
+    test_users = len(np.unique(users[assignment == TEST]))
+    meta = data.meta
+    if split == "temporal":
+        for users_with, key in ((test_users, "temporal_test_frac"), (valid_users, "temporal_valid_frac")):
+            if users_with == 0:
+                raise ConfigError(
+                    f"{data.name}: split temporal has no {key.split('_')[1]} event ({key}="
+                    f"{meta.get(key)}); raise {key} or use another split"
+                )
+        return
+    n_valid = int(meta.get("n_valid", 0)) if split == "leave_last_n" else 1
+    n_test = int(meta.get("n_test", 0)) if split == "leave_last_n" else 1
+    if (n_test and test_users == 0) or (n_valid and valid_users == 0):
+        per_user = np.bincount(users) if len(users) else np.zeros(1, dtype=np.int64)
+        longest, with_events = int(per_user.max()), int(np.count_nonzero(per_user))
+        if split == "leave_last_n":
+            need = f"n_valid + n_test + 2 = {n_valid + n_test + 2} timed events per user (n_valid={n_valid}, n_test={n_test})"
+            remedy = "lower n_valid / n_test (--n-valid / --n-test) or use the temporal split"
+        else:
+            need, remedy = "3 timed events per user", "use the temporal split"
+        raise ConfigError(
+            f"{data.name}: split {split} gives no user a validation or test event: it needs {need} and the "
+            f"longest of the {with_events:,} users has {longest:,}; {remedy}"
+        )
