@@ -2,8 +2,9 @@
 
 7,176 users, 10,728 items, SASRec with hidden 50, 2 blocks, 1 head, maxlen 200 (untrained weights: the
 cost does not depend on them), every user's full 200-item input window, about 1,500 history items masked
-per user and 50 targets per user. Scored with :class:`sasrec.train.SequentialScorer` and ranked with
-:func:`sasrec.evaluate.evaluate` (protocol ``full``, k = 10). Target: <= 15 s on the 2-core CPU.
+per user and 50 targets per user. Scored with :class:`sasrec.evaluation.scorers.SequentialScorer` and
+ranked with :func:`sasrec.evaluation.protocol.evaluate` (protocol ``full``, k = 10); the figures separate the
+model's scoring from the ranking and metrics. Target: <= 15 s on the 2-core CPU.
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py``.
 """

@@ -149,6 +149,22 @@ def test_random_is_seeded_per_user_and_batch_independent(tiny_data: PreparedData
     assert torch.isinf(all_rows[:, 0]).all() and (all_rows[:, 1:] >= 0).all() and (all_rows[:, 1:] < 1).all()
 
 
+def test_random_scores_are_keyed_by_original_ids(tiny_data: PreparedData) -> None:
+    model = make_baseline("random", seed=3).fit(tiny_data)
+    task = history_task([[1], [2]])
+    task.user_ids, task.item_ids = np.array([70, 80]), np.array([-1, 11, 12, 13, 14, 15])
+    scores = model.score(task, np.arange(2))
+    # other internal users and a permuted column order, same original ids: the same score per (user, video)
+    other = history_task([[1], [2]])
+    other.users = np.array([9, 4])
+    other.user_ids, other.item_ids = np.array([80, 70]), np.array([-1, 15, 14, 13, 12, 11])
+    moved = model.score(other, np.arange(2))
+    assert torch.equal(moved[0, 1:], scores[1, 1:].flip(0))
+    assert torch.equal(moved[1, 1:], scores[0, 1:].flip(0))
+    # without original ids the internal indices are the keys, which differ
+    assert not torch.equal(model.score(history_task([[1], [2]]), np.arange(2)), scores)
+
+
 def test_scoring_a_task_of_another_item_space_fails(tiny_data: PreparedData) -> None:
     model = make_baseline("pop").fit(tiny_data)
     with pytest.raises(ConfigError, match="has 8 items but baseline pop was fitted on 5"):

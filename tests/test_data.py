@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sasrec.data.contracts import csr_from_groups, left_padded_tails
-from sasrec.data.tasks import build_cross_task, build_eval_task
+from sasrec.data.tasks import build_cross_task, build_eval_task, resolve_relevance
 from sasrec.errors import ConfigError
 from tests.conftest import make_prepared
 
@@ -151,3 +151,117 @@ def test_recommendations_never_repeat_untimed_views(tiny_data) -> None:
     assert top.loc[1] == 0
     # user index 3 (original 2) watched only item 4 in the timed history: its top item is 1 (video 0)
     assert top.loc[2] == 0
+
+
+# ------------------------------------------------------------------------------------ relevance rules
+def test_relevance_rules(tiny_data) -> None:
+    # test targets: user 1 item 5 (watch_ratio 2.1, liked); user 2 item 1 (1.5, liked)
+    threshold = build_eval_task(tiny_data, "temporal", "test")
+    assert (threshold.relevance, threshold.relevance_threshold) == ("threshold", 2.0)
+    assert threshold.relevant.data.tolist() == [1.0, 0.0]
+    strict = build_eval_task(tiny_data, "temporal", "test", relevance_threshold=2.5)
+    assert strict.relevant.data.tolist() == [0.0, 0.0]
+    liked = build_eval_task(tiny_data, "temporal", "test", relevance="liked")
+    assert liked.relevant.data.tolist() == [1.0, 1.0]
+    assert liked.relevance == "liked" and liked.relevance_threshold == 0.7
+    tiny_data.events.loc[8, "liked"] = False  # user 2's test view of item 1: liked decides, not watch_ratio
+    assert build_eval_task(tiny_data, "temporal", "test", relevance="liked").relevant.data.tolist() == [
+        1.0,
+        0.0,
+    ]
+    everything = build_eval_task(tiny_data, "temporal", "test", relevance="all")
+    assert everything.relevant.data.tolist() == [1.0, 1.0] and np.isnan(everything.relevance_threshold)
+    with pytest.raises(ConfigError, match="relevance must be one of threshold, liked, all"):
+        build_eval_task(tiny_data, "temporal", "test", relevance="positive")
+    with pytest.raises(ConfigError, match="relevance_threshold=1.0 only applies to relevance='threshold'"):
+        build_eval_task(tiny_data, "temporal", "test", relevance="liked", relevance_threshold=1.0)
+
+
+def test_resolve_relevance() -> None:
+    assert resolve_relevance("original", explicit_negatives=True) == "liked"
+    assert resolve_relevance("original", explicit_negatives=False) == "all"
+    assert resolve_relevance("threshold", explicit_negatives=True) == "threshold"
+    with pytest.raises(ConfigError, match="relevance must be one of"):
+        resolve_relevance("orignal", explicit_negatives=False)
+
+
+def test_cross_task_relevance_rules(tiny_data) -> None:
+    small = make_prepared(
+        [(2, 4, 1.0, 3.0, 0), (2, 5, 2.0, 1.0, 0), (3, 1, 1.0, 0.5, 0)],
+        num_users=3,
+        num_items=5,
+        name="small",
+    )
+    rel = {
+        rule: build_cross_task(tiny_data, small, relevance=rule).relevant
+        for rule in ("threshold", "liked", "all")
+    }
+    # user 2 (row 0): item 4 (3.0), item 5 (1.0); user 3 (row 1): item 1 (0.5)
+    assert rel["threshold"].data.tolist() == [1.0, 0.0, 0.0]
+    assert rel["liked"].data.tolist() == [1.0, 1.0, 0.0]
+    assert rel["all"].data.tolist() == [1.0, 1.0, 1.0]
+
+
+# ------------------------------------------------------------------ original ids, existing items, popularity
+def test_tasks_carry_original_ids_and_training_popularity(tiny_data) -> None:
+    task = build_eval_task(tiny_data, "temporal", "test")
+    assert task.user_ids.tolist() == [0, 1]  # make_prepared: user index u is original id u - 1
+    assert task.item_ids.tolist() == [-1, 0, 10, 20, 30, 40]  # padding is -1 whatever the data holds
+    # input events of the test stage of every user (user 3 is not evaluated but counts):
+    # user 1: 1, 2, 3, 4 (valid); user 2: 2, 3; user 3: 4
+    assert task.item_popularity.tolist() == [0, 1, 2, 2, 2, 0]
+    assert build_eval_task(tiny_data, "temporal", "valid").item_popularity.tolist() == [0, 1, 2, 2, 1, 0]
+    sub = task.subset(np.array([1]))
+    assert sub.user_ids.tolist() == [1] and sub.item_popularity is task.item_popularity
+    assert task.candidates is None  # every item exists
+
+
+def test_no_remapping_ranks_only_ids_that_exist() -> None:
+    import pandas as pd
+
+    from sasrec.data.preparation import prepare_frame
+    from sasrec.evaluation.protocol import evaluate, sampled_lists
+
+    # video ids 0, 2, 5: without remapping, indices 2, 4 and 5 (ids 1, 3, 4) never occur
+    frame = pd.DataFrame(
+        {"user_id": [0, 0, 0, 1, 1, 1], "video_id": [0, 2, 5, 2, 0, 5], "timestamp": [1.0, 2.0, 3.0, 1.0, 2.0, 9.0],
+         "watch_ratio": [3.0, 3.0, 3.0, 3.0, 3.0, 3.0]}
+    )  # fmt: skip
+    data = prepare_frame(frame, "gap", remap=False)
+    assert data.existing_items().tolist() == [False, True, False, True, False, False, True]
+    task = build_eval_task(data, "leave_one_out", "test")  # each user's last view: video 5 (index 6)
+    assert task.candidates.tolist() == data.existing_items().tolist()
+    result = evaluate(_FixedScorer([0.0, 1.0, 9.0, 2.0, 9.0, 9.0, 3.0]), task, k=3)
+    # videos 0 and 2 are history; the ids that never occur (score 9) are not ranked: video 5 comes first
+    assert result.per_user["n_candidates"].tolist() == [1, 1]
+    assert result.summary["ndcg@3"] == pytest.approx(1.0)
+    assert result.summary["coverage@3"] == pytest.approx(1 / 3)  # 1 of the 3 videos that exist
+    lists = sampled_lists(task, num_negatives=5)
+    assert lists["item"].tolist() == [6, 6]  # no eligible negative: ids that never occur are not sampled
+    assert lists["n_eligible"].tolist() == [0, 0]
+
+
+def test_big_to_small_popularity_comes_from_the_training_data(tiny_data) -> None:
+    from sasrec.evaluation.protocol import evaluate
+
+    small = make_prepared(
+        [(2, 4, 1.0, 3.0, 0), (2, 5, 2.0, 1.0, 0), (3, 1, 1.0, 3.0, 0)], num_users=3, num_items=5
+    )
+    task = build_cross_task(tiny_data, small)
+    # every event of the training data: items 1: 2, 2: 3, 3: 2, 4: 2, 5: 1
+    assert task.item_popularity.tolist() == [0, 2, 3, 2, 2, 1]
+    result = evaluate(_FixedScorer([0.0, 1.0, 1.0, 1.0, 1.0, 1.0]), task, k=10)
+    # the small users' own big histories never hold a small-matrix pair: their column sums gave 0
+    assert result.summary["mean_popularity@10"] > 0
+    # user 2 ranks 4, 5 (mean 1.5); user 3 ranks 1, 5 (user 3 watched 4 in the big data): mean 1.5
+    assert result.per_user["mean_popularity@10"].tolist() == pytest.approx([1.5, 1.5])
+
+
+def test_cross_task_drops_videos_without_training_events(tiny_data) -> None:
+    # the training data indexes video 50 (index 6) but has no event of it, as data prepared without remapping
+    tiny_data.item_ids = np.array([-1, 0, 10, 20, 30, 40, 50])
+    small = make_prepared([(2, 4, 1.0, 3.0, 0), (2, 5, 2.0, 3.0, 0)], num_users=3, num_items=5, name="small")
+    small.item_ids = np.array([-1, 0, 10, 20, 30, 50])  # small item 5 is video 50
+    task = build_cross_task(tiny_data, small)
+    assert task.candidates.nonzero()[0].tolist() == [4]
+    assert task.meta["test_rows_with_unknown_video"] == 1

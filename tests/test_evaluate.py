@@ -6,13 +6,15 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
 from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError, SasrecError
-from sasrec.evaluation.bootstrap import bootstrap_ci
+from sasrec.evaluation.bootstrap import bootstrap_ci, paired_difference, paired_table
+from sasrec.evaluation.config import EvalConfig
 from sasrec.evaluation.protocol import evaluate
 from sasrec.evaluation.results import metrics_payload, write_metrics_json
 from sasrec.evaluation.sampling import sampled_candidates
@@ -183,12 +185,12 @@ def test_sampled_protocol_matches_rank_among_candidates() -> None:
     scores = np.tile(np.arange(n_cols, dtype=np.float32), (len(task), 1))  # higher index scores higher
     result = evaluate(TableScorer(scores), task, k=10, protocol="sampled", num_negatives=100, seed=5)
     # reference: the target's rank among its 101 candidates, from the same candidate sampler
-    hist = torch.from_numpy(task.history.toarray() > 0)
-    tgt = torch.from_numpy(task.targets.toarray() > 0)
-    rankable = ~hist
-    rankable[:, 0] = False
-    cand = sampled_candidates(rankable, hist, tgt, tgt, torch.from_numpy(task.users), 100, 5).numpy()
-    assert (cand.sum(axis=1) == 101).all()
+    lists = sampled_candidates(
+        task.targets, [task.history], np.r_[False, np.ones(n_cols - 1, bool)], task.users, 100, 5
+    )
+    cand = np.zeros((len(task), n_cols), dtype=bool)
+    rows = np.repeat(np.arange(len(task)), lists.valid.sum(axis=1))
+    cand[rows, lists.items[lists.valid]] = True
     target_item = task.targets.indices
     rank = 1 + (cand & (np.arange(n_cols)[None, :] > target_item[:, None])).sum(axis=1)
     expected_ndcg = np.where(rank <= 10, 1 / np.log2(rank + 1), 0.0)
@@ -309,3 +311,140 @@ def test_empty_task_and_metric_defined_for_no_user() -> None:
         warnings.simplefilter("error")
         ci = bootstrap_ci(per_user, ["ndcg@3", "graded_ndcg@3"], n_boot=50)
     assert math.isnan(ci.loc[0, "low"]) and ci.loc[1, "mean"] == 0.0
+
+
+def test_summary_says_over_which_users_each_metric_averages() -> None:
+    s = evaluate(TableScorer(SCORES), hand_task(), k=3).summary
+    # binary metrics: rows 0 and 1 have a relevant target; graded NDCG: all three have a positive gain
+    for name in ("ndcg", "precision", "recall", "hr", "mrr", "map"):
+        assert s[f"users_{name}@3"] == 2
+    assert s["users_graded_ndcg@3"] == 3 and s["users_mean_popularity@3"] == 3
+
+
+def test_popularity_defaults_to_the_task_popularity() -> None:
+    task = hand_task()
+    task.item_popularity = np.array([0.0, 0, 0, 6, 0, 3, 0])  # items 3 and 5 popular
+    per_user = evaluate(TableScorer(SCORES), task, k=3).per_user
+    # row 0 ranks 3, 5, 2 -> (6 + 3 + 0) / 3; row 1 ranks 1, 2, 3 -> 2; row 2 ranks 3, 4, 5 -> 3
+    assert per_user["mean_popularity@3"].tolist() == pytest.approx([3.0, 2.0, 3.0])
+    explicit = evaluate(TableScorer(SCORES), task, k=3, item_popularity=np.ones(7)).per_user
+    assert explicit["mean_popularity@3"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def _per_user(values: list[float], users: list[int] | None = None) -> pd.DataFrame:
+    users = users if users is not None else list(range(len(values)))
+    return pd.DataFrame({"user": users, "ndcg@10": values})
+
+
+def test_paired_difference_of_identical_models() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.random(50).tolist()
+    out = paired_difference(_per_user(values), _per_user(values), "ndcg@10", n_boot=200, n_permutations=500)
+    assert (out["difference"], out["low"], out["high"], out["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    assert out["users"] == 50 and not out["exact"]
+
+
+def test_paired_difference_of_a_constantly_better_model() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.random(40)
+    better = base + 0.1
+    out = paired_difference(
+        _per_user(better.tolist()), _per_user(base.tolist()), "ndcg@10", n_permutations=999
+    )
+    assert out["difference"] == pytest.approx(0.1)
+    assert out["low"] == pytest.approx(0.1) and out["high"] == pytest.approx(0.1)  # the interval excludes 0
+    # only the all-equal sign patterns (probability 2 / 2**40) reach the observed sum: none of 999
+    assert out["p_value"] == pytest.approx(1 / 1000)
+    assert out["mean_a"] == pytest.approx(base.mean() + 0.1) and out["mean_b"] == pytest.approx(base.mean())
+    # 5 users: all 32 sign patterns enumerated, 2 of them reach |sum| = 5 * 0.1 -> p = 2 / 32
+    small = paired_difference(_per_user(better[:5].tolist()), _per_user(base[:5].tolist()), "ndcg@10")
+    assert small["exact"] and small["p_value"] == pytest.approx(2 / 32)
+
+
+def test_paired_difference_exact_p_value_by_hand() -> None:
+    # differences 3, -1, 1 (users matched by id, not by row): |sum| = 3; the 8 sign patterns give |sums|
+    # 3, 1, 5, 3, 3, 5, 1, 3 -> 6 of 8 reach 3 (matched by row, the differences 1, 0, 2 would give 4 of 8)
+    a = _per_user([4.0, 2.0, 3.0], users=[7, 8, 9])
+    b = _per_user([3.0, 2.0, 1.0], users=[8, 9, 7])
+    out = paired_difference(a, b, "ndcg@10")
+    assert out["difference"] == pytest.approx(1.0) and out["p_value"] == pytest.approx(6 / 8)
+    # a user undefined (NaN) in one model is left out of both
+    a.loc[a["user"] == 8, "ndcg@10"] = np.nan
+    out = paired_difference(a, b, "ndcg@10")
+    assert (
+        out["users"] == 2
+        and out["difference"] == pytest.approx(2.0)
+        and out["p_value"] == pytest.approx(2 / 4)
+    )
+
+
+def test_paired_difference_rejects_different_users_and_bad_input() -> None:
+    with pytest.raises(ConfigError, match="per_user_a has 3 users and per_user_b 2, 2 in common"):
+        paired_difference(_per_user([1.0, 2.0, 3.0]), _per_user([1.0, 2.0]), "ndcg@10")
+    with pytest.raises(ConfigError, match="per_user_b has no column 'ndcg@10'"):
+        paired_difference(_per_user([1.0]), pd.DataFrame({"user": [0]}), "ndcg@10")
+    with pytest.raises(ConfigError, match="each user once"):
+        paired_difference(_per_user([1.0, 2.0], users=[1, 1]), _per_user([1.0, 2.0], users=[1, 1]), "ndcg@10")
+
+
+def test_paired_table_compares_every_model_with_the_reference() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.random(60)
+    frames = {
+        "pop": pd.DataFrame({"user": np.arange(60), "ndcg@10": base, "hr@10": base > 0.5}),
+        "sasrec": pd.DataFrame({"user": np.arange(60), "ndcg@10": base + 0.2, "hr@10": base > 0.5}),
+        "random": pd.DataFrame({"user": np.arange(60), "ndcg@10": base, "hr@10": base > 0.5}),
+    }
+    table = paired_table(frames, "pop", ["ndcg@10", "hr@10"], n_boot=100, n_permutations=99)
+    assert table[["model", "metric"]].values.tolist() == [
+        ["sasrec", "ndcg@10"], ["sasrec", "hr@10"], ["random", "ndcg@10"], ["random", "hr@10"]
+    ]  # fmt: skip
+    assert table["difference"].tolist() == pytest.approx([0.2, 0.0, 0.0, 0.0])
+    assert table["p_value"].tolist() == pytest.approx([0.01, 1.0, 1.0, 1.0])
+    # Holm: the smallest p times 4 comparisons, the others capped at 1
+    assert table["p_holm"].tolist() == pytest.approx([0.04, 1.0, 1.0, 1.0])
+    with pytest.raises(ConfigError, match="reference model 'ease' is not among pop, sasrec, random"):
+        paired_table(frames, "ease", ["ndcg@10"])
+
+
+def test_eval_config_validates_and_refuses_unknown_keys() -> None:
+    config = EvalConfig.from_dict({"k": 20, "protocols": ["full", "sampled"], "relevance": "original"})
+    assert config.protocols == ("full", "sampled") and config.k == 20
+    assert config.relevance_for(explicit_negatives=True) == "liked"
+    assert config.relevance_for(explicit_negatives=False) == "all"
+    assert config.evaluate_kwargs() == {"k": 20, "num_negatives": 100, "seed": 0, "batch_size": 512,
+                                        "gain_clip": 5.0}  # fmt: skip
+    assert EvalConfig.from_dict(config.to_dict()) == config
+    assert EvalConfig(**EvalConfig().to_dict()) == EvalConfig()
+    with pytest.raises(ConfigError, match="unknown evaluation setting\\(s\\) 'kk', 'negatives'; known: k,"):
+        EvalConfig.from_dict({"kk": 1, "negatives": 3})
+    for field, value, message in [
+        ("k", 0, "evaluation k must be an integer >= 1; got 0"),
+        ("k", True, "evaluation k must be an integer"),
+        ("num_negatives", 2.5, "num_negatives must be an integer"),
+        ("protocols", ("full", "sampeld"), "protocols must be a non-empty list"),
+        ("protocols", (), "protocols must be a non-empty list"),
+        ("relevance", "liked_only", "relevance must be one of threshold, liked, all, original"),
+        ("relevance_threshold", float("nan"), "relevance_threshold must be a finite number"),
+        ("alpha", 1.0, "alpha must be in \\(0, 1\\)"),
+        ("gain_clip", 0, "gain_clip must be positive"),
+        ("batch_size", -1, "batch_size must be an integer >= 1"),
+        ("n_boot", 0, "n_boot must be an integer >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            EvalConfig(**{field: value})
+    with pytest.raises(ConfigError, match="relevance_threshold only applies to relevance 'threshold'"):
+        EvalConfig(relevance="liked", relevance_threshold=1.0)
+
+
+def test_candidate_counts_with_excluded_items_inside_and_outside_the_history() -> None:
+    # row 0 excludes item 1, which is also its history; row 2 excludes item 5, outside its history
+    task = hand_task()
+    task.exclude = _csr([{1: 1.0}, {}, {5: 1.0}], 7)
+    result = evaluate(TableScorer(SCORES), task, k=3)
+    # rankable: row 0 = 6 items - {1} = 5 (item 1 blocked once); row 1 = 6; row 2 = 6 - {2, 5} = 4
+    assert result.per_user["n_candidates"].tolist() == [5, 6, 4]
+    # row 2 now ranks 3, 4, 6: item 5 (score 6) is excluded, item 6 (score 5) takes its place
+    assert result.summary["coverage@3"] == pytest.approx(1.0)  # {3, 5, 2} | {1, 2, 3} | {3, 4, 6}
+    task.mask_history = False
+    assert evaluate(TableScorer(SCORES), task, k=3).per_user["n_candidates"].tolist() == [5, 6, 5]

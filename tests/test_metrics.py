@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from sasrec.evaluation.metrics import log2_discounts, ranking_metrics
-from sasrec.evaluation.sampling import sampled_candidates
-from sasrec.ranking import hashed_keys, hashed_uniform, top_k_items
+from sasrec.evaluation.metrics import log2_discounts, metrics_from_hits, ranking_metrics
+from sasrec.ranking import (
+    hashed_below,
+    hashed_uniform,
+    hashed_words,
+    ranking_keys,
+    top_k_items,
+    top_k_keyed,
+    top_k_narrow,
+)
 
 
 def _all_but_padding(n_rows: int, n_cols: int) -> torch.Tensor:
@@ -115,45 +122,65 @@ def test_graded_ndcg_by_hand() -> None:
     assert out["graded_ndcg@3"].item() == pytest.approx(3.0 / (3.0 + 0.5 / math.log2(3)))
 
 
-def test_hashed_keys_are_reproducible_distinct_and_seed_dependent() -> None:
+def test_hashed_words_are_reproducible_distinct_and_seed_dependent() -> None:
     users = torch.tensor([5, 9, 5])
-    keys = hashed_keys(7, users, 50)
-    assert torch.equal(keys[0], keys[2])  # same user, same keys whatever the row
-    assert len(set(keys[0].tolist())) == 50  # distinct within a row
-    assert torch.equal(keys, hashed_keys(7, users, 50))
-    assert not torch.equal(keys, hashed_keys(8, users, 50))
-    assert not torch.equal(keys[0], keys[1])
+    words = hashed_words(7, users, 50)
+    assert torch.equal(words[0], words[2])  # same user key, same words whatever the row
+    assert len(set(words[0].tolist())) == 50  # distinct column keys give distinct words within a row
+    assert words.min().item() >= 0 and words.max().item() < 2**32
+    assert torch.equal(words, hashed_words(7, users, 50))
+    assert not torch.equal(words, hashed_words(8, users, 50))
+    assert not torch.equal(words[0], words[1])
+    assert not torch.equal(words, hashed_words(7, users, 50, stream=1))  # streams are independent
+    # column keys: the word of (user, key) does not depend on the column's position
+    keys = torch.tensor([40, 3, 17])
+    assert torch.equal(hashed_words(7, users, keys)[:, 0], hashed_words(7, users, 41)[:, 40])
     u = hashed_uniform(0, torch.arange(200), 300)
     assert 0.0 <= u.min().item() and u.max().item() < 1.0
     assert abs(u.mean().item() - 0.5) < 0.01  # 60,000 draws: the mean's standard error is about 0.0012
 
 
-def test_sampled_candidates_rules() -> None:
-    n_rows, n_cols, n_neg = 30, 200, 25
-    gen = torch.Generator().manual_seed(0)
-    history = torch.rand(n_rows, n_cols, generator=gen) < 0.2
-    targets = (torch.rand(n_rows, n_cols, generator=gen) < 0.05) & ~history
-    relevant = targets & (torch.rand(n_rows, n_cols, generator=gen) < 0.5)
-    history[:, 0] = targets[:, 0] = relevant[:, 0] = False
-    rankable = _all_but_padding(n_rows, n_cols) & ~history
-    users = torch.arange(1, n_rows + 1)
-    cand = sampled_candidates(rankable, history, targets, relevant, users, n_neg, seed=1)
-    negatives = cand & ~relevant
-    assert (negatives.sum(dim=1) == n_neg).all()  # exactly num_negatives per row
-    assert (cand.sum(dim=1) == n_neg + relevant.sum(dim=1)).all()  # plus every relevant target
-    assert not (negatives & (history | targets)).any()  # never history or (even non-relevant) targets
-    assert not cand[:, 0].any()
-    assert torch.equal(cand, sampled_candidates(rankable, history, targets, relevant, users, n_neg, seed=1))
-    # batch independence: the same user alone in a batch gets the same list
-    alone = sampled_candidates(rankable[3:4], history[3:4], targets[3:4], relevant[3:4], users[3:4], n_neg, 1)
-    assert torch.equal(alone[0], cand[3])
-    other = sampled_candidates(rankable, history, targets, relevant, users, n_neg, seed=2)
-    assert not torch.equal(other, cand)
+def test_hashed_below_stays_in_bounds_and_extends_its_sequence() -> None:
+    keys = torch.arange(1, 401)
+    bounds = torch.arange(1, 401)  # row b draws in [0, b + 1)
+    draws = hashed_below(3, keys, 64, bounds, stream=1)
+    assert draws.min().item() >= 0 and (draws < bounds[:, None]).all()
+    assert (draws[0] == 0).all()  # a bound of 1 leaves one value
+    assert torch.equal(hashed_below(3, keys, 128, bounds, stream=1)[:, :64], draws)  # counter-based
+    # uniform: 100 rows x 400 draws in [0, 4)
+    top = hashed_below(3, keys[-100:], 400, torch.full((100,), 4, dtype=torch.int64), stream=1)
+    shares = torch.bincount(top.ravel(), minlength=4).double() / top.numel()
+    assert (shares - 0.25).abs().max().item() < 0.01  # 40,000 draws: standard error of a share 0.0022
 
 
-def test_sampled_candidates_takes_all_when_too_few_eligible() -> None:
-    rankable = torch.tensor([[False, True, True, True]])
-    none = torch.zeros(1, 4, dtype=torch.bool)
-    history = torch.tensor([[False, True, False, False]])
-    cand = sampled_candidates(rankable & ~history, history, none, none, torch.tensor([1]), 10, 0)
-    assert cand.tolist() == [[False, False, True, True]]
+def test_top_k_keyed_matches_top_k_items_and_needs_no_mask() -> None:
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 3, (50, 30), generator=gen).float()
+    scores[:, 7] = float("-inf")  # rankable -inf scores still precede non-rankable items
+    rankable = torch.rand(50, 30, generator=gen) > 0.5
+    rankable[:, 0] = False
+    keyed = ranking_keys(scores).masked_fill_(~rankable, float("-inf"))
+    for k in (1, 5, 30):
+        items, valid = top_k_keyed(keyed, k)
+        ref_items, ref_valid = top_k_items(scores, rankable, k)
+        assert torch.equal(valid, ref_valid)
+        assert torch.equal(items[valid], ref_items[ref_valid])
+        narrow_items, narrow_valid = top_k_narrow(keyed.numpy(), k)  # the numpy variant: same lists
+        assert np.array_equal(narrow_valid, valid.numpy())
+        assert np.array_equal(narrow_items[narrow_valid], items[valid].numpy())
+    for row in range(50):  # reference: a stable sort of -score over the rankable items
+        cand = np.flatnonzero(rankable[row].numpy())
+        order = cand[np.argsort(-scores[row].numpy()[cand], kind="stable")][:5]
+        assert top_k_keyed(keyed[row : row + 1], 5)[0][0, : len(order)].tolist() == order.tolist()
+
+
+def test_metrics_from_hits_equals_the_dense_form() -> None:
+    # ranked 2, 3, 5, 1 with relevant {1, 3, 4}: hits at ranks 2 and 4; gains 1 -> 2.0, 3 -> 1.0, 4 -> 4.0
+    hits = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    ranked_gains = torch.tensor([[0.0, 1.0, 0.0, 2.0]])
+    ideal = torch.tensor([[4.0, 2.0, 1.0, 0.0]])
+    out = metrics_from_hits(hits, ranked_gains, torch.tensor([3]), ideal, 4)
+    d = [1.0, 1 / math.log2(3), 0.5, 1 / math.log2(5)]
+    assert out["graded_ndcg@4"].item() == pytest.approx((1.0 * d[1] + 2.0 * d[3]) / (4.0 + 2.0 * d[1] + 0.5))
+    assert out["ndcg@4"].item() == pytest.approx((d[1] + d[3]) / (1 + d[1] + d[2]))
+    assert out["mrr@4"].item() == pytest.approx(0.5)

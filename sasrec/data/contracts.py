@@ -3,8 +3,9 @@
 A :class:`PreparedData` holds one interaction matrix as time-ordered events with internal ids
 (``user`` in 1..U, ``item`` in 1..I, index 0 reserved for padding) and one split column per split
 method (0 train, 1 validation, 2 test). An :class:`EvalTask` is what every model is evaluated on:
-each evaluated user's input history, the items to mask, the target items with their watch_ratio, and an
-optional candidate set (the big-to-small test ranks only the small matrix's videos).
+each evaluated user's input history, the items to mask, the target items with their watch_ratio and
+relevance, an optional candidate set (the big-to-small test ranks only the small matrix's videos; data
+prepared without remapping rank only ids that occur), original ids and the training popularity.
 """
 
 from __future__ import annotations
@@ -123,6 +124,19 @@ class PreparedData:
         h.update(np.ascontiguousarray(self.user_ids, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
+    def existing_items(self) -> np.ndarray:
+        """(I+1,) bool: True for item indices with at least one event or label; False for padding.
+
+        Remapped data index only ids that occur, so every item exists; data prepared without remapping
+        index every id from 0 to the largest one, and ids that never occur must not be ranked or sampled.
+        """
+        counts = np.bincount(self.events["item"].to_numpy(), minlength=self.num_items + 1)
+        if self.labels is not None and len(self.labels):
+            counts = counts + np.bincount(self.labels["item"].to_numpy(), minlength=self.num_items + 1)
+        exists = counts[: self.num_items + 1] > 0
+        exists[0] = False
+        return exists
+
     def stage_masks(self, split: str, stage: Stage) -> tuple[np.ndarray, np.ndarray]:
         """Boolean masks over events: (history usable as model input, targets) for ``stage``.
 
@@ -178,11 +192,20 @@ class EvalTask:
             relevant (watch_ratio above the relevance threshold, or liked for text datasets) else 0.0.
         candidates: (I+1,) bool of rankable items, or None for all items except padding.
         mask_history: whether history items are excluded from ranking (and from targets).
-        relevance_threshold: the threshold used to build ``relevant``.
+        relevance_threshold: the threshold of the relevance rule: watch_ratio threshold (``threshold``), the
+            like threshold (``liked``), NaN (``all``).
         meta: free-form description (split, stage, dataset names).
         exclude: (n, I+1) CSR of further items never ranked for the row's user, or None: items the user is
             known to have watched at an unknown time (KuaiRec's untimed rows). They are neither input nor
             target; left rankable, a model that recognises them as the user's would be scored as wrong.
+        relevance: the rule that built ``relevant``: ``threshold`` (watch_ratio > relevance_threshold),
+            ``liked`` (the liked flag) or ``all`` (every target); see :mod:`sasrec.data.tasks`.
+        user_ids: (n,) original user id of each row, or None (then ``users`` stands in).
+        item_ids: (I+1,) original video id of each column, -1 for padding, or None (column indices stand in).
+            Random scores and sampled negatives are keyed by original ids, so they do not depend on how
+            a dataset was indexed.
+        item_popularity: (I+1,) event counts of the input events of every user of the dataset the model is
+            fitted on (the default popularity of ``mean_popularity@k``), or None.
     """
 
     name: str
@@ -196,11 +219,27 @@ class EvalTask:
     relevance_threshold: float
     meta: dict[str, Any] = field(default_factory=dict)
     exclude: sp.csr_matrix | None = None
+    relevance: str = "threshold"
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
+    item_popularity: np.ndarray | None = None
 
     @property
     def num_items(self) -> int:
         """Number of items (scores have num_items + 1 columns, column 0 is padding)."""
         return self.history.shape[1] - 1
+
+    @property
+    def row_keys(self) -> np.ndarray:
+        """(n,) int64 key of each row for random numbers: the original user id, else the user index."""
+        return np.asarray(self.users if self.user_ids is None else self.user_ids, dtype=np.int64)
+
+    @property
+    def column_keys(self) -> np.ndarray:
+        """(I+1,) int64 key of each column for random numbers: the original video id, else the index."""
+        if self.item_ids is None:
+            return np.arange(self.num_items + 1, dtype=np.int64)
+        return np.asarray(self.item_ids, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -220,4 +259,8 @@ class EvalTask:
             relevance_threshold=self.relevance_threshold,
             meta=self.meta,
             exclude=None if self.exclude is None else self.exclude[rows],
+            relevance=self.relevance,
+            user_ids=None if self.user_ids is None else self.user_ids[rows],
+            item_ids=self.item_ids,
+            item_popularity=self.item_popularity,
         )

@@ -1,7 +1,18 @@
 """Evaluation tasks built from prepared data: within-matrix stages, big-to-small, recommendation input.
 
 Every task is an :class:`~sasrec.data.contracts.EvalTask`: what each evaluated user's model sees as
-input, which items are masked, the targets with their watch_ratio, and the rankable candidates.
+input, which items are masked, the targets with their watch_ratio and relevance, the rankable candidates,
+the original ids of rows and columns, and the item popularity of the data the model is fitted on.
+
+Relevance rules (``relevance``):
+
+* ``threshold`` (the default): ``watch_ratio > relevance_threshold``, by default the dataset's threshold
+  (2.0, the KuaiRec paper's positive; Gao et al., CIKM 2022); the ``relevant`` column where the data has no
+  watch_ratio (SASRec text files).
+* ``liked``: the ``liked`` column (``watch_ratio > 0.7``), the original project's label.
+* ``all``: every target is relevant (the original project's plain variant ranked all test items).
+
+``resolve_relevance("original", explicit_negatives)`` picks the original project's rule for a model.
 """
 
 from __future__ import annotations
@@ -20,6 +31,79 @@ from sasrec.data.contracts import (
     split_column,
 )
 from sasrec.errors import ConfigError
+
+RELEVANCE_RULES = ("threshold", "liked", "all")
+"""Relevance rules of evaluation tasks (see the module docstring)."""
+
+
+def resolve_relevance(rule: str, explicit_negatives: bool) -> str:
+    """The relevance rule to evaluate a model with: ``rule`` itself, or the original project's for ``original``.
+
+    ``original`` resolves to ``liked`` for models trained with explicit negatives or weighted dislikes (the
+    original project scored those variants on liked test items) and to ``all`` otherwise (its plain
+    variant ranked every test item as a positive).
+
+    Raises:
+        ConfigError: ``rule`` is not ``original`` or one of :data:`RELEVANCE_RULES`.
+    """
+    if rule == "original":
+        return "liked" if explicit_negatives else "all"
+    _check_relevance(rule, None)
+    return rule
+
+
+def _check_relevance(relevance: str, relevance_threshold: float | None) -> None:
+    """Validate a relevance rule and its threshold (only ``threshold`` takes one)."""
+    if relevance not in RELEVANCE_RULES:
+        raise ConfigError(
+            f"relevance must be one of {', '.join(RELEVANCE_RULES)} (or 'original' where a model's training "
+            f"decides); got {relevance!r}"
+        )
+    if relevance_threshold is not None and relevance != "threshold":
+        raise ConfigError(
+            f"relevance_threshold={relevance_threshold!r} only applies to relevance='threshold'; got "
+            f"relevance={relevance!r}"
+        )
+
+
+def _relevance_flags(
+    relevance: str, threshold: float, watch_ratio: np.ndarray, relevant: np.ndarray, liked: np.ndarray
+) -> np.ndarray:
+    """Per target row: relevant under ``relevance`` (see the module docstring)."""
+    if relevance == "all":
+        return np.ones(len(watch_ratio), dtype=bool)
+    if relevance == "liked":
+        return np.asarray(liked, dtype=bool)
+    return np.where(np.isnan(watch_ratio), np.asarray(relevant, dtype=bool), watch_ratio > threshold)
+
+
+def _recorded_threshold(relevance: str, threshold: float, data: PreparedData) -> float:
+    """The threshold a task records: the relevance threshold, the like threshold, or NaN for ``all``."""
+    if relevance == "threshold":
+        return float(threshold)
+    if relevance == "liked":
+        return float(data.meta.get("like_threshold", 0.7))
+    return float("nan")
+
+
+def _column_ids(data: PreparedData) -> np.ndarray:
+    """(I+1,) int64 original video id of each column of ``data``, -1 for padding."""
+    item_ids = np.array(data.item_ids, dtype=np.int64)
+    item_ids[0] = -1
+    return item_ids
+
+
+def _candidates(exists: np.ndarray) -> np.ndarray | None:
+    """Candidate mask of the items that exist, or None when every item does (the cheaper default)."""
+    return None if bool(exists[1:].all()) else exists
+
+
+def _item_counts(data: PreparedData, mask: np.ndarray | None) -> np.ndarray:
+    """(I+1,) float64 number of events (repeat views count) of each item among ``mask``ed events."""
+    items = data.events["item"].to_numpy()
+    if mask is not None:
+        items = items[mask]
+    return np.bincount(items, minlength=data.num_items + 1).astype(np.float64)
 
 
 def _target_matrices(
@@ -81,14 +165,26 @@ def build_eval_task(
     stage: Stage,
     *,
     maxlen: int = 200,
+    relevance: str = "threshold",
     relevance_threshold: float | None = None,
     mask_history: bool = True,
 ) -> EvalTask:
     """Evaluation task of one dataset's split and stage: users with at least one target event.
 
-    Relevance: ``watch_ratio > relevance_threshold`` (default: the dataset's threshold from preparation,
-    2.0 for KuaiRec) or the ``relevant`` column when the data has no watch_ratio.
+    Args:
+        data: the prepared dataset.
+        split: split method (``temporal``, ``leave_last_n``, ``leave_one_out``).
+        stage: ``valid`` (input: training events) or ``test`` (input: training and validation events).
+        maxlen: length of the input sequences.
+        relevance: ``threshold``, ``liked`` or ``all`` (see the module docstring).
+        relevance_threshold: threshold of the ``threshold`` rule; default the dataset's (2.0 for KuaiRec).
+        mask_history: exclude each user's input items from ranking (and from targets).
+
+    The task's ``item_popularity`` counts the input events of every user of ``data`` (not only the
+    evaluated ones); ``candidates`` are the items that exist (ids that never occur in data prepared
+    without remapping are never ranked).
     """
+    _check_relevance(relevance, relevance_threshold)
     history_mask, target_mask = data.stage_masks(split, stage)
     target_events = data.events[target_mask]
     users = np.unique(target_events["user"].to_numpy()).astype(np.int64)
@@ -105,7 +201,9 @@ def build_eval_task(
         relevance_threshold if relevance_threshold is not None else data.meta.get("relevance_threshold", 2.0)
     )
     wr = target_events["watch_ratio"].to_numpy(dtype=np.float32)
-    rel = np.where(np.isnan(wr), target_events["relevant"].to_numpy(), wr > threshold)
+    rel = _relevance_flags(
+        relevance, threshold, wr, target_events["relevant"].to_numpy(), target_events["liked"].to_numpy()
+    )
     targets, relevant = _target_matrices(
         target_events["user"].to_numpy(),
         target_events["item"].to_numpy(),
@@ -124,10 +222,14 @@ def build_eval_task(
         history=history,
         targets=targets,
         relevant=relevant,
-        candidates=None,
+        candidates=_candidates(data.existing_items()),
         mask_history=mask_history,
-        relevance_threshold=threshold,
-        meta={"dataset": data.name, "split": split, "stage": stage, "maxlen": maxlen},
+        relevance_threshold=_recorded_threshold(relevance, threshold, data),
+        relevance=relevance,
+        user_ids=np.asarray(data.user_ids, dtype=np.int64)[users],
+        item_ids=_column_ids(data),
+        item_popularity=_item_counts(data, history_mask),
+        meta={"dataset": data.name, "split": split, "stage": stage, "maxlen": maxlen, "relevance": relevance},
     )
 
 
@@ -136,7 +238,8 @@ def build_cross_task(
     test_data: PreparedData,
     *,
     maxlen: int = 200,
-    relevance_threshold: float = 2.0,
+    relevance: str = "threshold",
+    relevance_threshold: float | None = None,
     mask_history: bool = True,
 ) -> EvalTask:
     """KuaiRec's big-to-small test: rank the small matrix's videos from each user's big-matrix history.
@@ -144,15 +247,21 @@ def build_cross_task(
     Ids are matched through the original user and video ids, so the two datasets may be prepared with
     or without remapping; scores live in ``train_data``'s item space. Every small-matrix row, timed or
     not, is a target: the small matrix is fully observed, so its labels are unbiased (Gao et al., CIKM 2022).
-    Test users or videos unknown to ``train_data`` are counted in ``meta`` (users get an empty history).
+    Test videos that do not exist in ``train_data`` are counted in ``meta`` and dropped; a test user
+    unknown to ``train_data`` is a :class:`ConfigError`. Relevance as :func:`build_eval_task`, on the test
+    rows (the threshold defaults to ``test_data``'s). ``item_popularity`` counts every event of
+    ``train_data``: the model is fitted on all of them.
     """
+    _check_relevance(relevance, relevance_threshold)
     train_user_index = pd.Series(np.arange(1, train_data.num_users + 1), index=train_data.user_ids[1:])
     train_item_index = pd.Series(np.arange(1, train_data.num_items + 1), index=train_data.item_ids[1:])
+    train_exists = train_data.existing_items()
     test_rows = pd.concat([test_data.events[list(LABEL_COLUMNS)], test_data.labels[list(LABEL_COLUMNS)]])
     orig_users = test_data.user_ids[test_rows["user"].to_numpy()]
     orig_items = test_data.item_ids[test_rows["item"].to_numpy()]
     mapped_items = train_item_index.reindex(orig_items).to_numpy()
     known_item = ~np.isnan(mapped_items)
+    known_item[known_item] = train_exists[mapped_items[known_item].astype(np.int64)]  # an id without events
     mapped_users = train_user_index.reindex(orig_users).to_numpy()
     test_user_orig = np.unique(orig_users)
     n_unknown_users = int(np.isnan(train_user_index.reindex(test_user_orig).to_numpy()).sum())
@@ -165,6 +274,18 @@ def build_cross_task(
     users_of_rows = mapped_users[rows_kept].astype(np.int64)
     items_of_rows = mapped_items[rows_kept].astype(np.int64)
     wr = test_rows["watch_ratio"].to_numpy(dtype=np.float32)[rows_kept]
+    threshold = float(
+        relevance_threshold
+        if relevance_threshold is not None
+        else test_data.meta.get("relevance_threshold", 2.0)
+    )
+    rel = _relevance_flags(
+        relevance,
+        threshold,
+        wr,
+        test_rows["relevant"].to_numpy()[rows_kept],
+        test_rows["liked"].to_numpy()[rows_kept],
+    )
 
     users = np.unique(users_of_rows)
     n_cols = train_data.num_items + 1
@@ -177,7 +298,7 @@ def build_cross_task(
         users_of_rows,
         items_of_rows,
         wr,
-        wr > relevance_threshold,
+        rel,
         row_of_user,
         len(users),
         n_cols,
@@ -194,11 +315,16 @@ def build_cross_task(
         relevant=relevant,
         candidates=candidates,
         mask_history=mask_history,
-        relevance_threshold=relevance_threshold,
+        relevance_threshold=_recorded_threshold(relevance, threshold, test_data),
+        relevance=relevance,
+        user_ids=np.asarray(train_data.user_ids, dtype=np.int64)[users],
+        item_ids=_column_ids(train_data),
+        item_popularity=_item_counts(train_data, None),
         meta={
             "train_dataset": train_data.name,
             "test_dataset": test_data.name,
             "maxlen": maxlen,
+            "relevance": relevance,
             "test_rows_with_unknown_video": int((~known_item).sum()),
         },
     )
@@ -207,7 +333,8 @@ def build_cross_task(
 def recommendation_task(data: PreparedData, *, split: str = "temporal", maxlen: int = 200) -> EvalTask:
     """An :class:`EvalTask` over every user of ``data`` whose input is all train + valid events of ``split``.
 
-    This is the test stage's input: what a deployed model would know. Targets are empty.
+    This is the test stage's input: what a deployed model would know. Targets are empty; ``candidates``
+    are the items that exist (None when all do).
     """
     history_mask = data.events[split_column(split)].to_numpy() <= VALID
     users = np.arange(1, data.num_users + 1, dtype=np.int64)
@@ -223,8 +350,11 @@ def recommendation_task(data: PreparedData, *, split: str = "temporal", maxlen: 
         history=data.interaction_matrix(history_mask)[users],
         targets=empty,
         relevant=empty.copy(),
-        candidates=None,
+        candidates=_candidates(data.existing_items()),
         mask_history=True,
         relevance_threshold=float(data.meta.get("relevance_threshold", 2.0)),
+        user_ids=np.asarray(data.user_ids, dtype=np.int64)[users],
+        item_ids=_column_ids(data),
+        item_popularity=_item_counts(data, history_mask),
         meta={"dataset": data.name, "split": split, "stage": "recommend", "maxlen": maxlen},
     )

@@ -1,1 +1,2 @@
-"""Evaluation: pure metrics, the full and sampled protocols, scorers, bootstrap intervals, metrics JSON."""
+"""Evaluation: pure metrics, the full and sampled protocols, scorers, bootstrap intervals and paired
+comparisons, evaluation settings, metrics JSON."""

@@ -5,15 +5,19 @@ Two protocols:
 * ``full``: every rankable item (the task's candidates, or all items but padding; minus each user's
   history when ``task.mask_history``, and always minus ``task.exclude``: items the user watched at an
   unknown time, such as KuaiRec's untimed small-matrix rows) is ranked. This is the protocol the study trusts.
-* ``sampled``: each user's candidate list is its relevant targets plus ``num_negatives`` negatives sampled
-  uniformly, without replacement, from the rankable items that are neither history nor targets; all
-  other items are excluded. With one target per user (leave-one-out) and 100 negatives this is the
-  HR@10 / NDCG@10 of Kang & McAuley ("Self-Attentive Sequential Recommendation", ICDM 2018) and of the
-  study's seed project. Sampled metrics are not consistent with full-ranking ones (Krichene & Rendle,
-  "On Sampled Metrics for Item Recommendation", KDD 2020); they are reported for comparison only.
+* ``sampled``: the original project's protocol (see :mod:`sasrec.evaluation.sampling`): each user's
+  positives (relevant, rankable targets) ranked together with ``num_negatives`` negatives drawn uniformly,
+  without replacement, from the candidates outside the user's history, positives and excluded items (a
+  watched but non-relevant target can be a negative); all of them where fewer are eligible. With one target
+  per user (leave-one-out) and 100 negatives this is the HR@10 / NDCG@10 of Kang & McAuley
+  ("Self-Attentive Sequential Recommendation", ICDM 2018). Sampled metrics are not consistent with
+  full-ranking ones (Krichene & Rendle, "On Sampled Metrics for Item Recommendation", KDD 2020); they are
+  reported for comparison only.
 
-Negatives come from counter-based keys of (seed, user index, item), so they do not depend on the batch
-size or device, and every model evaluated with the same seed sees the same negatives.
+Negatives are counter-based draws of (seed, original user id), so they do not depend on the batch size,
+the device or how the dataset was indexed, and every model evaluated with the same seed sees the same
+negatives. Neither protocol builds a dense (users x items) mask: history and excluded items are written as
+``-inf`` into each batch's scores from their sparse coordinates, and targets are looked up by key.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from tqdm import tqdm
 
 from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError, SasrecError
-from sasrec.evaluation.metrics import METRIC_NAMES, ranking_metrics
-from sasrec.evaluation.sampling import sampled_candidates
+from sasrec.evaluation.metrics import METRIC_NAMES, metrics_from_hits
+from sasrec.evaluation.sampling import CandidateLists, sampled_candidates
 from sasrec.progress import progress_enabled
-from sasrec.ranking import top_k_items
+from sasrec.ranking import ranking_keys, top_k_keyed, top_k_narrow
 
 PROTOCOLS = ("full", "sampled")
 
@@ -50,15 +54,19 @@ class EvalResult:
     """Outcome of :func:`evaluate`.
 
     Attributes:
-        summary: metric means (``"ndcg@10"``, ...) and user counts (``"users"`` = users with a relevant
-            target, the denominator of the binary metrics; ``"users_with_targets"`` for graded NDCG;
-            ``"users_without_relevant"``; ``"users_total"``).
+        summary: metric means (``"ndcg@10"``, ...); ``"users_<metric>"``: the number of users each mean is
+            over (binary metrics: users with a relevant target; graded NDCG: users with a positive-gain
+            target; mean popularity: users with a non-empty list); user counts (``"users"`` = users with a
+            relevant target, ``"users_with_targets"``, ``"users_without_relevant"``, ``"users_total"``);
+            ``"mean_candidates"``; sampled protocol: ``"users_with_fewer_negatives"`` (users with a
+            relevant target who had fewer eligible negatives than asked).
         per_user: one row per task row: user, n_history, n_targets, n_relevant, each metric.
         protocol: ``full`` or ``sampled``.
         k: the cut-off.
         task_name: the task's name.
-        relevance_threshold: the task's relevance threshold.
+        relevance_threshold: the task's relevance threshold (the like threshold for ``liked``, NaN for ``all``).
         meta: protocol parameters (negatives, seed, gain clip) and the task's meta.
+        relevance: the task's relevance rule (``threshold``, ``liked`` or ``all``).
     """
 
     summary: dict[str, float]
@@ -68,6 +76,7 @@ class EvalResult:
     task_name: str
     relevance_threshold: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
+    relevance: str = "threshold"
 
     def to_dict(self) -> dict:
         """JSON-ready description (without the per-user table)."""
@@ -75,38 +84,11 @@ class EvalResult:
             "task_name": self.task_name,
             "protocol": self.protocol,
             "k": self.k,
+            "relevance": self.relevance,
             "relevance_threshold": self.relevance_threshold,
             "summary": dict(self.summary),
             "meta": dict(self.meta),
         }
-
-
-def _dense_rows(
-    matrix: sp.csr_matrix,
-    start: int,
-    stop: int,
-    device: torch.device,
-    values: np.ndarray | None = None,
-) -> torch.Tensor:
-    """Rows start..stop-1 of a CSR as a dense (B, C) tensor.
-
-    Without ``values``: bool, True at stored entries. With ``values`` (aligned with ``matrix.data``):
-    those values at stored entries, 0 elsewhere, in ``values``' dtype.
-    """
-    indptr = matrix.indptr
-    lo, hi = int(indptr[start]), int(indptr[stop])
-    counts = np.diff(indptr[start : stop + 1])
-    row_index = torch.from_numpy(np.repeat(np.arange(stop - start), counts)).to(device)
-    col_index = torch.from_numpy(np.array(matrix.indices[lo:hi], dtype=np.int64)).to(device)
-    shape = (stop - start, matrix.shape[1])
-    if values is None:
-        dense = torch.zeros(shape, dtype=torch.bool, device=device)
-        dense[row_index, col_index] = True
-        return dense
-    chunk = torch.from_numpy(np.array(values[lo:hi]))
-    dense = torch.zeros(shape, dtype=chunk.dtype, device=device)
-    dense[row_index, col_index] = chunk.to(device)
-    return dense
 
 
 def _target_values(
@@ -130,7 +112,7 @@ def _target_values(
 
 
 def _check_scores(scores: Any, n_rows: int, n_cols: int, task: EvalTask, start: int) -> torch.Tensor:
-    """Validate a scorer's output for one batch."""
+    """Validate a scorer's output for one batch (NaN found through row sums: one cheap pass)."""
     if not isinstance(scores, torch.Tensor):
         scores = torch.as_tensor(np.asarray(scores))
     if tuple(scores.shape) != (n_rows, n_cols):
@@ -139,14 +121,17 @@ def _check_scores(scores: Any, n_rows: int, n_cols: int, task: EvalTask, start: 
             f"expected ({n_rows}, {n_cols}) = (rows, items + 1 padding column)"
         )
     scores = scores.detach().to(torch.float32)
-    nan_rows = torch.isnan(scores).any(dim=1)
-    if bool(nan_rows.any()):
-        bad = nan_rows.nonzero()[:, 0]
-        raise SasrecError(
-            f"scorer returned NaN scores in {int(bad.numel())} of {n_rows} rows of task {task.name} "
-            f"(first: task row {start + int(bad[0])}, user {int(task.users[start + int(bad[0])])}); "
-            "expected finite scores (or -inf for items the model excludes)"
-        )
+    suspect = torch.isnan(scores.sum(dim=1))  # (B,) NaN when a score is NaN (or +inf meets -inf)
+    if bool(suspect.any()):
+        nan_rows = torch.zeros_like(suspect)
+        nan_rows[suspect] = torch.isnan(scores[suspect]).any(dim=1)
+        if bool(nan_rows.any()):
+            bad = nan_rows.nonzero()[:, 0]
+            raise SasrecError(
+                f"scorer returned NaN scores in {int(bad.numel())} of {n_rows} rows of task {task.name} "
+                f"(first: task row {start + int(bad[0])}, user {int(task.users[start + int(bad[0])])}); "
+                "expected finite scores (or -inf for items the model excludes)"
+            )
     return scores
 
 
@@ -172,6 +157,217 @@ def _validate(task: EvalTask, k: int, protocol: str, num_negatives: int, gain_cl
         )
 
 
+def _pattern(matrix: sp.spmatrix | None) -> sp.csr_matrix | None:
+    """Canonical CSR (sorted, distinct indices) holding 1.0 at every stored entry of ``matrix`` (or None).
+
+    Shares the index arrays of an already canonical CSR (no copy of the structure).
+    """
+    if matrix is None:
+        return None
+    csr = sp.csr_matrix(matrix)
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()  # sorts the indices of each row
+    return sp.csr_matrix((np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape)
+
+
+def _row_counts(matrix: sp.csr_matrix, flags: np.ndarray) -> np.ndarray:
+    """(rows,) int64 number of stored entries per row whose column is flagged, without a per-entry row array."""
+    cumulative = np.zeros(matrix.nnz + 1, dtype=np.int64)
+    np.cumsum(flags[matrix.indices], out=cumulative[1:])
+    return cumulative[matrix.indptr[1:]] - cumulative[matrix.indptr[:-1]]
+
+
+def _entry_rows(matrix: sp.csr_matrix) -> np.ndarray:
+    """(nnz,) int64 row of every stored entry of a CSR."""
+    return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+
+
+def _members(keys: np.ndarray, matrix: sp.csr_matrix | None, pattern: sp.csr_matrix) -> np.ndarray:
+    """(len(keys),) bool: which ``row * C + column`` keys of ``pattern``'s entries are stored in ``matrix``."""
+    if matrix is None:
+        return np.zeros(len(keys), dtype=bool)
+    common = pattern.multiply(matrix).tocsr()  # entries in both: O(nnz), usually none
+    common.eliminate_zeros()
+    if common.nnz == 0:
+        return np.zeros(len(keys), dtype=bool)
+    return np.isin(keys, _entry_rows(common) * matrix.shape[1] + common.indices)
+
+
+class _TaskArrays:
+    """What :func:`evaluate` needs of a task, computed once: sparse layouts and per-row counts, no dense mask.
+
+    Target entries are kept as sorted keys ``row * C + item`` with their relevance, gain and rankability;
+    a batch looks its ranked items up with one ``searchsorted``.
+    """
+
+    def __init__(self, task: EvalTask, k: int, gain_clip: float) -> None:
+        n_rows, n_cols = len(task), task.history.shape[1]
+        self.n_cols = n_cols
+        self.mask_history = bool(task.mask_history)
+        self.history = _pattern(task.history)
+        self.exclude = _pattern(task.exclude) if task.exclude is not None and task.exclude.nnz else None
+        targets = sp.csr_matrix(task.targets).sorted_indices()
+        relevant = sp.csr_matrix(task.relevant).sorted_indices()
+        self.targets = targets
+        target_relevant, target_gains = _target_values(targets, relevant, gain_clip)
+
+        base = np.ones(n_cols, dtype=bool) if task.candidates is None else task.candidates.astype(bool).copy()
+        base[0] = False
+        self.base = base
+        self.n_rankable_items = int(base.sum())
+        # Full protocol: with a candidate set, rank only its columns (at least min(k, C) wide, -inf filled).
+        self.compact = task.candidates is not None
+        cand_items = np.flatnonzero(base).astype(np.int64)
+        self.k_eff = min(int(k), n_cols)
+        self.pad_columns = max(self.k_eff - len(cand_items), 0) if self.compact else 0
+        self.columns = np.concatenate([cand_items, np.zeros(self.pad_columns, dtype=np.int64)])
+        self.column_of_item = np.full(n_cols, -1, dtype=np.int64)
+        self.column_of_item[cand_items] = np.arange(len(cand_items))
+        self._buffer: torch.Tensor | None = None  # keys of the full protocol, reused across batches
+        self._columns: torch.Tensor | None = None
+
+        t_rows = _entry_rows(targets)
+        t_cols = targets.indices.astype(np.int64)
+        self.target_keys = t_rows * n_cols + t_cols  # (T,) sorted: canonical CSR, row-major
+        t_pattern = _pattern(targets)
+        in_exclude = _members(self.target_keys, self.exclude, t_pattern)
+        in_history = _members(self.target_keys, self.history if self.mask_history else None, t_pattern)
+        target_rankable = base[t_cols] & ~in_exclude & ~in_history
+        self.target_relevant = target_relevant  # (T,) bool
+        self.target_positive = target_relevant & target_rankable  # (T,) relevant and rankable: always sampled
+        self.target_gains = target_gains  # (T,) float32
+        self.n_relevant = np.bincount(t_rows, weights=target_relevant, minlength=n_rows).astype(np.int64)
+
+        # Ideal graded DCG of the full protocol: the k' largest gains among each row's rankable targets.
+        keep = np.flatnonzero(target_rankable)
+        order = keep[np.lexsort((-target_gains[keep], t_rows[keep]))]  # by row, then decreasing gain
+        first = np.searchsorted(t_rows[order], np.arange(n_rows))
+        rank = np.arange(len(order)) - first[t_rows[order]]
+        top = rank < self.k_eff
+        self.ideal_gains = np.zeros((n_rows, self.k_eff), dtype=np.float32)
+        self.ideal_gains[t_rows[order][top], rank[top]] = target_gains[order][top]
+
+        # Items each row is ranked among in the full protocol: candidates minus masked history and exclude.
+        blocked = np.zeros(n_rows, dtype=np.int64)
+        if self.mask_history:
+            blocked += _row_counts(self.history, base)
+        if self.exclude is not None:
+            blocked += _row_counts(self.exclude, base)
+            if self.mask_history:  # an excluded item also in the history is blocked once
+                e_rows = _entry_rows(self.exclude)
+                twice = _members(e_rows * n_cols + self.exclude.indices, self.history, self.exclude)
+                twice &= base[self.exclude.indices]
+                blocked -= np.bincount(e_rows[twice], minlength=n_rows)
+        self.n_candidates_full = self.n_rankable_items - blocked
+
+    def batch_entries(self, matrix: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(batch row, item) of the stored entries of rows start..stop-1."""
+        lo, hi = int(matrix.indptr[start]), int(matrix.indptr[stop])
+        rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(matrix.indptr[start : stop + 1]))
+        return rows, np.asarray(matrix.indices[lo:hi], dtype=np.int64)
+
+    def lookup(self, start: int, stop: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (B, L) items of rows start..stop-1: (relevant, gain) of each, False / 0 for non-targets."""
+        lo, hi = int(self.targets.indptr[start]), int(self.targets.indptr[stop])
+        if hi == lo:
+            return np.zeros(items.shape, dtype=bool), np.zeros(items.shape, dtype=np.float32)
+        keys = self.target_keys[lo:hi]  # (T_b,) sorted
+        query = np.arange(start, stop, dtype=np.int64)[:, None] * self.n_cols + items  # (B, L)
+        index = np.minimum(np.searchsorted(keys, query), hi - lo - 1)
+        found = keys[index] == query  # (B, L)
+        relevant = self.target_relevant[lo:hi][index] & found
+        gains = np.where(found, self.target_gains[lo:hi][index], np.float32(0.0))
+        return relevant, gains
+
+    def sample(
+        self, start: int, stop: int, row_keys: np.ndarray, num_negatives: int, seed: int
+    ) -> CandidateLists:
+        """Sampled-protocol candidate lists of rows start..stop-1 (at least k' slots wide)."""
+        lo, hi = int(self.targets.indptr[start]), int(self.targets.indptr[stop])
+        keep = self.target_positive[lo:hi]
+        rows = np.repeat(np.arange(stop - start), np.diff(self.targets.indptr[start : stop + 1]))[keep]
+        positives = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, self.targets.indices[lo:hi][keep])),
+            shape=(stop - start, self.n_cols),
+        )
+        blocked = [self.history[start:stop], None if self.exclude is None else self.exclude[start:stop]]
+        return sampled_candidates(
+            positives, blocked, self.base, row_keys[start:stop], num_negatives, seed, min_width=self.k_eff
+        )
+
+    def rank_sampled(
+        self,
+        scores: torch.Tensor,
+        start: int,
+        stop: int,
+        k: int,
+        row_keys: np.ndarray,
+        num_negatives: int,
+        seed: int,
+    ) -> tuple[np.ndarray, ...]:
+        """Sampled protocol for rows start..stop-1: each row's candidate list ranked by its scores.
+
+        The lists are ranked on the CPU with numpy: (B, ~100) arrays, where one thread beats a thread pool.
+
+        Returns:
+            items, valid, hits, ranked gains, ideal gains (each (B, k')), candidates per row, eligible
+            negatives per row.
+        """
+        lists = self.sample(start, stop, row_keys, num_negatives, seed)
+        device_items = torch.from_numpy(lists.items).to(scores.device)
+        gathered = torch.gather(scores, 1, device_items).cpu().numpy()  # (B, L)
+        finite = np.maximum(gathered, np.finfo(np.float32).min)  # a rankable -inf precedes the filler slots
+        order, valid = top_k_narrow(
+            np.where(lists.valid, finite, -np.inf), k
+        )  # (B, k') positions in the lists
+        _, gains = self.lookup(start, stop, lists.items)
+        gains = np.where(lists.valid, gains, np.float32(0.0))  # (B, L)
+        items = np.take_along_axis(lists.items, order, axis=1)
+        hits = np.take_along_axis(lists.positive, order, axis=1) & valid
+        ranked_gains = np.take_along_axis(gains, order, axis=1) * valid
+        ideal = -np.sort(-gains, axis=1)[:, : order.shape[1]]  # the list's largest gains
+        return items, valid, hits, ranked_gains, ideal, lists.valid.sum(axis=1), lists.n_eligible
+
+    def rank_full(
+        self, scores: torch.Tensor, start: int, stop: int, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items of every rankable item (full protocol): (items, valid), each (B, k').
+
+        The keys are written into a buffer kept across batches: fresh (B, C) memory per batch costs more
+        than the clamp itself.
+        """
+        device, n_rows = scores.device, stop - start
+        width = len(self.columns) if self.compact else self.n_cols
+        if self._buffer is None or self._buffer.device != device or self._buffer.shape[0] < n_rows:
+            self._buffer = torch.empty((n_rows, width), dtype=torch.float32, device=device)
+            self._columns = torch.from_numpy(self.columns).to(device)
+        keyed = self._buffer[:n_rows]  # (B, width), contiguous
+        if self.compact:
+            torch.index_select(scores, 1, self._columns, out=keyed)  # (B, n_cand [+ pad])
+            ranking_keys(keyed, out=keyed)
+            if self.pad_columns:
+                keyed[:, width - self.pad_columns :] = float("-inf")
+        else:
+            ranking_keys(scores, out=keyed)  # (B, C)
+            keyed[:, 0] = float("-inf")
+        for matrix in (self.history if self.mask_history else None, self.exclude):
+            if matrix is None:
+                continue
+            rows, items = self.batch_entries(matrix, start, stop)
+            if self.compact:
+                cols = self.column_of_item[items]
+                rows, items = rows[cols >= 0], cols[cols >= 0]
+            keyed.index_put_(
+                (torch.from_numpy(rows).to(device), torch.from_numpy(items).to(device)),
+                torch.tensor(float("-inf"), device=device),
+            )
+        positions, valid = top_k_keyed(keyed, k)  # (B, k')
+        if self.compact:
+            return self._columns[positions], valid
+        return positions, valid
+
+
 def evaluate(
     scorer: Scorer,
     task: EvalTask,
@@ -192,43 +388,41 @@ def evaluate(
         scorer: object with ``score(task, rows) -> (len(rows), I+1) tensor``.
         task: the evaluation task.
         k: cut-off.
-        protocol: ``full`` (rank all rankable items) or ``sampled`` (relevant targets + negatives).
+        protocol: ``full`` (rank all rankable items) or ``sampled`` (positives + sampled negatives).
         num_negatives: negatives per user for the sampled protocol.
         seed: seed of the sampled negatives.
         batch_size: users per batch (the dense score matrix is batch_size x (I+1) floats).
         device: where metrics are computed; default the device of the scores.
         gain_clip: graded-NDCG gains are ``min(watch_ratio, gain_clip)``.
-        item_popularity: (I+1,) popularity for mean_popularity@k; default column sums of task.history.
+        item_popularity: (I+1,) popularity for mean_popularity@k; default ``task.item_popularity`` (the
+            input events of every user of the data the model is fitted on), else column sums of
+            ``task.history``.
         progress: tqdm bar (default from ``SASREC_PROGRESS``).
 
     Returns:
         An :class:`EvalResult` with means over users (binary metrics over users with a relevant target,
-        graded NDCG over users with a positive-gain target) and the per-user table.
+        graded NDCG over users with a positive-gain target; ``users_<metric>`` says how many) and the
+        per-user table.
     """
     _validate(task, k, protocol, num_negatives, gain_clip)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
     n_rows, n_cols = len(task), task.history.shape[1]
-    history = sp.csr_matrix(task.history)
-    exclude = None if task.exclude is None else sp.csr_matrix(task.exclude)
-    targets = sp.csr_matrix(task.targets)
-    target_relevant, target_gains = _target_values(targets, sp.csr_matrix(task.relevant), gain_clip)
+    arrays = _TaskArrays(task, k, gain_clip)
     if item_popularity is None:
-        popularity_np = np.asarray((history != 0).sum(axis=0), dtype=np.float64).ravel()
+        item_popularity = task.item_popularity
+    if item_popularity is None:
+        popularity_np = np.asarray(arrays.history.sum(axis=0), dtype=np.float64).ravel()
     else:
         popularity_np = np.asarray(item_popularity, dtype=np.float64).ravel()
         if popularity_np.shape != (n_cols,):
             raise ConfigError(f"item_popularity has shape {popularity_np.shape}; expected ({n_cols},)")
-    base_rankable_np = (
-        np.ones(n_cols, dtype=bool) if task.candidates is None else task.candidates.astype(bool)
-    )
-    base_rankable_np = base_rankable_np.copy()
-    base_rankable_np[0] = False
-    n_rankable_items = int(base_rankable_np.sum())
+    row_keys = task.row_keys
 
     metric_columns: dict[str, list[np.ndarray]] = {}
     popularity_column: list[np.ndarray] = []
     candidates_column: list[np.ndarray] = []
+    eligible_column: list[np.ndarray] = []
     recommended: torch.Tensor | None = None
     starts = range(0, n_rows, batch_size)
     bar = tqdm(starts, desc=f"evaluate {task.name}", unit="batch", disable=not progress_enabled(progress))
@@ -241,34 +435,25 @@ def evaluate(
             scores = scores.to(dev)
             if recommended is None:
                 recommended = torch.zeros(n_cols, dtype=torch.bool, device=dev)
-                base_rankable = torch.from_numpy(base_rankable_np).to(dev)
                 popularity = torch.from_numpy(popularity_np.astype(np.float32)).to(dev)
-            hist_present = _dense_rows(history, start, stop, dev)  # (B, C) bool
-            target_present = _dense_rows(targets, start, stop, dev)  # (B, C) bool
-            relevant = _dense_rows(targets, start, stop, dev, target_relevant)  # (B, C) bool
-            gains = _dense_rows(targets, start, stop, dev, target_gains)  # (B, C) float32
-
-            if task.mask_history:
-                rankable = ~hist_present & base_rankable[None, :]  # (B, C)
+            n_relevant = torch.from_numpy(arrays.n_relevant[start:stop]).to(dev)  # (B,)
+            if protocol == "full":
+                items, valid = arrays.rank_full(scores, start, stop, k)  # (B, k')
+                relevant, gains = arrays.lookup(start, stop, items.cpu().numpy())
+                hits = torch.from_numpy(relevant).to(dev) & valid  # a relevant target ranked (rankable)
+                ranked_gains = torch.from_numpy(gains).to(dev) * valid
+                ideal = torch.from_numpy(arrays.ideal_gains[start:stop]).to(dev)  # (B, k')
+                candidates_column.append(arrays.n_candidates_full[start:stop])
             else:
-                rankable = base_rankable[None, :].expand(stop - start, n_cols)  # (B, C)
-            if exclude is not None:  # known interactions of unknown time: neither input nor target
-                rankable = rankable & ~_dense_rows(exclude, start, stop, dev)  # (B, C)
-            if protocol == "sampled":
-                user_keys = torch.from_numpy(np.array(task.users[start:stop], dtype=np.int64)).to(dev)
-                rankable = sampled_candidates(
-                    rankable, hist_present, target_present, relevant, user_keys, num_negatives, seed
-                )
-
-            candidates_column.append(
-                rankable.sum(dim=1).cpu().numpy()
-            )  # (B,) items each user is ranked among
-            items, valid = top_k_items(scores, rankable, k)  # (B, k')
-            batch_metrics = ranking_metrics(items, valid, relevant.float(), gains, rankable, k)
+                ranked = arrays.rank_sampled(scores, start, stop, k, row_keys, num_negatives, seed)
+                items, valid, hits, ranked_gains, ideal = (torch.from_numpy(a).to(dev) for a in ranked[:5])
+                candidates_column.append(ranked[5])
+                eligible_column.append(ranked[6])
+            batch_metrics = metrics_from_hits(hits.to(torch.float32), ranked_gains, n_relevant, ideal, k)
             for name, values in batch_metrics.items():
                 metric_columns.setdefault(name, []).append(values.cpu().numpy())
             recommended[items[valid]] = True
-            pop = torch.gather(popularity.expand(stop - start, n_cols), 1, items) * valid
+            pop = popularity[items] * valid  # (B, k')
             n_valid = valid.sum(dim=1)
             mean_pop = torch.where(n_valid > 0, pop.sum(dim=1) / n_valid.clamp(min=1), float("nan"))
             popularity_column.append(mean_pop.cpu().numpy())
@@ -276,13 +461,9 @@ def evaluate(
     per_user = pd.DataFrame(
         {
             "user": np.asarray(task.users, dtype=np.int64),
-            "n_history": np.diff(history.indptr).astype(np.int64),
-            "n_targets": np.diff(targets.indptr).astype(np.int64),
-            "n_relevant": np.bincount(
-                np.repeat(np.arange(n_rows), np.diff(targets.indptr)),
-                weights=target_relevant,
-                minlength=n_rows,
-            ).astype(np.int64),
+            "n_history": np.diff(arrays.history.indptr).astype(np.int64),
+            "n_targets": np.diff(arrays.targets.indptr).astype(np.int64),
+            "n_relevant": arrays.n_relevant,
             "n_candidates": (
                 np.concatenate(candidates_column).astype(np.int64)
                 if candidates_column
@@ -296,9 +477,12 @@ def evaluate(
     per_user[f"mean_popularity@{k}"] = (
         np.concatenate(popularity_column) if popularity_column else np.zeros(0, dtype=np.float32)
     )
-    summary = _summarise(per_user, k, recommended, n_rankable_items)
+    summary = _summarise(per_user, k, recommended, arrays.n_rankable_items)
     meta = {"gain_clip": gain_clip, **({} if task.meta is None else dict(task.meta))}
     if protocol == "sampled":
+        eligible = np.concatenate(eligible_column) if eligible_column else np.zeros(0, np.int64)
+        evaluated = per_user["n_relevant"].to_numpy() > 0
+        summary["users_with_fewer_negatives"] = int(((eligible < num_negatives) & evaluated).sum())
         meta.update({"num_negatives": num_negatives, "seed": seed})
     return EvalResult(
         summary=summary,
@@ -307,6 +491,7 @@ def evaluate(
         k=int(k),
         task_name=task.name,
         relevance_threshold=float(task.relevance_threshold),
+        relevance=task.relevance,
         meta=meta,
     )
 
@@ -314,13 +499,15 @@ def evaluate(
 def _summarise(
     per_user: pd.DataFrame, k: int, recommended: torch.Tensor | None, n_rankable_items: int
 ) -> dict[str, float]:
-    """Means over eligible users plus user counts."""
+    """Means over the users each metric is defined for, how many those are, and user counts."""
     summary: dict[str, float] = {}
     metric_names = [c for c in per_user.columns if "@" in c]
+    counts: dict[str, int] = {}
     for name in metric_names:
         values = per_user[name].to_numpy(dtype=np.float64)
         finite = values[~np.isnan(values)]
         summary[name] = float(finite.mean()) if len(finite) else float("nan")
+        counts[f"users_{name}"] = int(len(finite))
     n_distinct = int(recommended.sum()) if recommended is not None else 0
     summary[f"coverage@{k}"] = n_distinct / n_rankable_items if n_rankable_items else float("nan")
     with_relevant = int((per_user["n_relevant"] > 0).sum())
@@ -329,8 +516,46 @@ def _summarise(
     summary["users_without_relevant"] = int(len(per_user) - with_relevant)
     summary["users_total"] = int(len(per_user))
     eligible = per_user["n_relevant"] > 0
-    # items each evaluated user is ranked among: all unmasked items (full) or relevant + negatives (sampled)
+    # items each evaluated user is ranked among: all unmasked items (full) or positives + negatives (sampled)
     summary["mean_candidates"] = (
         float(per_user.loc[eligible, "n_candidates"].mean()) if eligible.any() else float("nan")
     )
+    summary.update(counts)  # users each mean is over: binary metrics, graded NDCG, mean popularity
     return summary
+
+
+def sampled_lists(
+    task: EvalTask, *, num_negatives: int = 100, seed: int = 0, batch_size: int = 512
+) -> pd.DataFrame:
+    """The sampled protocol's candidate lists of every task row, as :func:`evaluate` ranks them.
+
+    Returns:
+        One row per (task row, candidate): ``row``, ``user`` (internal index), ``item`` (internal index),
+        ``positive`` (a relevant target, else a sampled negative), ``n_eligible`` (items the row could
+        draw negatives from); by row, then item.
+    """
+    _validate(task, 10, "sampled", num_negatives, 1.0)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
+    arrays = _TaskArrays(task, 10, 1.0)
+    frames = []
+    for start in range(0, len(task), batch_size):
+        stop = min(start + batch_size, len(task))
+        lists = arrays.sample(start, stop, task.row_keys, num_negatives, seed)
+        counts = lists.valid.sum(axis=1)
+        rows = np.repeat(np.arange(start, stop), counts)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "row": rows,
+                    "user": np.asarray(task.users, dtype=np.int64)[rows],
+                    "item": lists.items[lists.valid],
+                    "positive": lists.positive[lists.valid],
+                    "n_eligible": np.repeat(lists.n_eligible, counts),
+                }
+            )
+        )
+    columns = {"row": "int64", "user": "int64", "item": "int64", "positive": "bool", "n_eligible": "int64"}
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    return pd.concat(frames, ignore_index=True).astype(columns)

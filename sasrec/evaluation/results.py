@@ -26,17 +26,19 @@ def metrics_payload(
 ) -> dict:
     """The metrics JSON shared by ``train --metrics_json`` and ``baseline --metrics_json``.
 
-    Shape: {"model", "dataset", "split", "protocol", "k", "relevance_threshold", "data_source",
+    Shape: {"model", "dataset", "split", "protocol", "k", "relevance", "relevance_threshold", "data_source",
     "valid": {metric: value, ..., "users": n} or None, "test": {...} or None, **extra}. ``extra`` may
-    override ``data_source`` and ``relevance_threshold``.
+    override ``data_source``, ``relevance`` and ``relevance_threshold``.
     """
     thresholds = [r.relevance_threshold for r in (valid, test) if r is not None]
+    rules = [r.relevance for r in (valid, test) if r is not None]
     payload: dict[str, Any] = {
         "model": model,
         "dataset": dataset,
         "split": split,
         "protocol": protocol,
         "k": int(k),
+        "relevance": rules[0] if rules else None,
         "relevance_threshold": thresholds[0] if thresholds else None,
         "data_source": None,
         "valid": dict(valid.summary) if valid is not None else None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
 from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError
-from sasrec.models.sasrec import SASRec
+from sasrec.models.base import SequentialRecommender
 
 
 # ------------------------------------------------------------------------------------------------ scorer
@@ -20,13 +22,15 @@ class SequentialScorer:
 
     def __init__(
         self,
-        model: SASRec,
+        model: SequentialRecommender,
         *,
         popularity: np.ndarray | torch.Tensor | None = None,
         batch_size: int = 256,
         device: str | torch.device | None = None,
+        amp: bool = False,
     ) -> None:
         self.model = model
+        self.amp = bool(amp)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_size = int(batch_size)
         n_cols = model.num_items + 1
@@ -57,29 +61,44 @@ class SequentialScorer:
 
     def score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), I+1) float32 scores on the model's device; column 0 is -inf."""
-        n_cols = self.model.num_items + 1
         if task.num_items != self.model.num_items:
             raise ConfigError(
                 f"task {task.name} has {task.num_items} items but the model was trained on {self.model.num_items}"
             )
         rows = np.asarray(rows, dtype=np.int64)
-        seqs = np.asarray(task.sequences[rows], dtype=np.int64)[:, -self.model.maxlen :]  # (n, T)
-        lengths = (seqs != 0).sum(axis=1)
-        empty = lengths == 0
+        seqs = np.asarray(task.sequences[rows], dtype=np.int64)  # (n, T)
+        empty = (seqs[:, -self.model.maxlen :] != 0).sum(axis=1) == 0
         if empty.any():
             self._fallback_rows.append(rows[empty])
             self._fallback_users.append(np.asarray(task.users)[rows[empty]].astype(np.int64))
+        return self.score_sequences(seqs)
+
+    def score_sequences(self, seqs: np.ndarray) -> torch.Tensor:
+        """(n, I+1) float32 scores after left-padded item sequences ``seqs`` (n, T); column 0 is -inf.
+
+        Only the last ``maxlen`` positions are used; all-padding columns of a batch are dropped (the models
+        are invariant to left padding); empty sequences get the popularity scores. On CUDA the batches are
+        copied from pinned memory without blocking, and ``amp`` scores under bf16 autocast.
+        """
+        seqs = np.asarray(seqs, dtype=np.int64)[:, -self.model.maxlen :]  # (n, T)
+        n_cols = self.model.num_items + 1
+        empty = (seqs != 0).sum(axis=1) == 0
         # Allocated outside inference mode: callers may modify the returned scores in place.
-        out = torch.empty((len(rows), n_cols), dtype=torch.float32, device=self.device)
+        out = torch.empty((len(seqs), n_cols), dtype=torch.float32, device=self.device)
+        cuda = self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and self.amp else nullcontext()
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
-                for start in range(0, len(rows), self.batch_size):
+            with torch.inference_mode(), autocast:
+                for start in range(0, len(seqs), self.batch_size):
                     part = seqs[start : start + self.batch_size]
                     width = max(int((part != 0).sum(axis=1).max()), 1)  # left padding: drop all-pad columns
-                    batch = torch.from_numpy(np.ascontiguousarray(part[:, -width:])).to(self.device)
-                    out[start : start + len(part)] = self.model.score_all(batch)
+                    batch = torch.from_numpy(np.ascontiguousarray(part[:, -width:]))
+                    if cuda:
+                        batch = batch.pin_memory()
+                    batch = batch.to(self.device, non_blocking=cuda)
+                    out[start : start + len(part)] = self.model.score_all(batch).float()
         finally:
             self.model.train(was_training)
         if empty.any():

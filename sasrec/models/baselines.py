@@ -122,7 +122,12 @@ class Baseline:
 
 
 class RandomBaseline(Baseline):
-    """Uniform random scores, reproducible per (seed, user, item) whatever the batching: chance level."""
+    """Uniform random scores of (seed, original user id, original video id): chance level.
+
+    Keyed by original ids (:attr:`EvalTask.row_keys`, :attr:`EvalTask.column_keys`), the scores depend
+    neither on the batching nor on how the dataset was indexed: a user gets the same score for a video on
+    ``small_matrix`` and ``small_matrix_no_remapping``.
+    """
 
     name = "random"
 
@@ -130,8 +135,8 @@ class RandomBaseline(Baseline):
         return None
 
     def _score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
-        users = torch.from_numpy(np.asarray(task.users, dtype=np.int64)[rows])
-        return hashed_uniform(self.seed, users, task.num_items + 1)  # (B, C)
+        users = torch.from_numpy(task.row_keys[rows])  # (B,) original user ids
+        return hashed_uniform(self.seed, users, torch.from_numpy(task.column_keys))  # (B, C)
 
 
 class PopBaseline(Baseline):
@@ -274,6 +279,8 @@ class ALSBaseline(Baseline):
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*threads.*", category=RuntimeWarning)
+            # implicit imports tqdm.auto, which warns in Jupyter without ipywidgets; our bars are plain tqdm
+            warnings.filterwarnings("ignore", message="IProgress not found", category=Warning)
             from implicit.cpu.als import AlternatingLeastSquares
 
             # implicit runs its own threads; BLAS threads on top of them slow it down (implicit's advice).
