@@ -126,4 +126,9 @@ def _load_registry() -> None:
         importlib.import_module(module)
 
 
-_MODEL_MODULES: tuple[str, ...] = ("sasrec.models.sasrec", "sasrec.models.gsasrec")
+_MODEL_MODULES: tuple[str, ...] = (
+    "sasrec.models.sasrec",
+    "sasrec.models.gsasrec",
+    "sasrec.models.bert4rec",
+    "sasrec.models.gru4rec",
+)

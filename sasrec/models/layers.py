@@ -1,9 +1,13 @@
-"""Building blocks of the self-attentive models: cheap CPU dropout, causal self-attention, feed-forward.
+"""Building blocks of the self-attentive models: cheap CPU dropout, self-attention, feed-forward.
 
 Dropout on CPU draws its keep mask from 16-bit random integers (:func:`fast_dropout`): the same
 Bernoulli(1 - p) keep/scale rule as ``torch.nn.functional.dropout`` with p rounded to a multiple of 2**-16,
 several times cheaper on the 2-core machines this study runs on, where dropout masks were ~44% of a
 training step. Evaluation (``model.eval()``) never draws masks.
+
+Attention itself is neither causal nor bidirectional: the mask decides. :func:`self_attention_mask` builds
+SASRec's causal mask (Kang & McAuley, ICDM 2018) or BERT4Rec's bidirectional one (Sun et al., CIKM 2019),
+both hiding padded keys.
 """
 
 from __future__ import annotations
@@ -100,8 +104,37 @@ class _Dropout(nn.Module):
         return f"p={self.p}, fast={self.fast}"
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head attention of queries ``LN(x)`` over keys/values ``x`` (as ``nn.MultiheadAttention``)."""
+def self_attention_mask(valid: torch.Tensor, *, causal: bool, additive: bool) -> torch.Tensor:
+    """Attention mask hiding padded keys, causal (SASRec) or bidirectional (BERT4Rec), from ``valid`` (B, T).
+
+    ``additive=False``: boolean (B, 1, T, T) "may attend" for ``scaled_dot_product_attention``: key not
+    padding (and, if causal, not after the query), or the query itself, so that a padded query, whose
+    output is discarded, never has an empty row. ``additive=True`` (the explicit CPU training path of
+    :class:`SelfAttention`): a (B, T, T) float bias, -inf above the diagonal if causal, -1e9 on padded
+    keys (a padded query's row stays finite), 0 elsewhere; for every valid query this is exactly the
+    boolean mask, since exp(-1e9) is 0 in float32.
+    """
+    length = valid.shape[1]
+    device = valid.device
+    if additive:
+        padded_keys = torch.where(valid, 0.0, -1e9)  # (B, T)
+        if not causal:
+            return padded_keys[:, None, :].expand(-1, length, -1)  # (B, T, T)
+        future = torch.full((length, length), float("-inf"), device=device).triu_(1)  # (T, T)
+        return future[None, :, :] + padded_keys[:, None, :]  # (B, T, T)
+    diagonal = torch.eye(length, dtype=torch.bool, device=device)  # (T, T)
+    allowed = valid[:, None, :]  # (B, 1, T): every real key
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril_()  # (B, T, T)
+    return (allowed | diagonal).unsqueeze(1)  # (B, 1, T, T)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention of ``queries`` over keys/values ``keys`` (as ``nn.MultiheadAttention``).
+
+    SASRec attends from ``LN(x)`` over ``x``; BERT4Rec from ``x`` over ``x``. Whether it is causal is up to
+    the mask (:func:`self_attention_mask`).
+    """
 
     def __init__(
         self, hidden_units: int, num_heads: int, attention_dropout: float, fast_dropout: bool
@@ -151,6 +184,10 @@ class CausalSelfAttention(nn.Module):
             )  # (B, h, T, dh)
         out = out.transpose(1, 2).reshape(batch, length, hidden)  # (B, T, d)
         return self.out_proj(out)
+
+
+CausalSelfAttention = SelfAttention
+"""SASRec's name for :class:`SelfAttention` (it passes a causal mask)."""
 
 
 class PointWiseFeedForward(nn.Module):
