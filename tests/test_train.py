@@ -16,6 +16,7 @@ import sasrec.training.loop as train_module
 from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
+from sasrec.evaluation.protocol import EvalResult
 from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.models.sasrec import SASRec
 from sasrec.training.checkpoints import checkpoint_name, load_checkpoint
@@ -303,36 +304,55 @@ def test_resume_equals_uninterrupted_training(tmp_path: Path) -> None:
         data,
         _config(num_epochs=4, patience=10),
         out_dir=tmp_path / "resumed",
-        resume_from=half.checkpoint_path,
+        resume_from=half.last_checkpoint,
     )
     columns = [c for c in full.log.columns if c != "seconds"]
     pd.testing.assert_frame_equal(full.log[columns], resumed.log[columns])
     assert resumed.best_epoch == full.best_epoch
     _assert_same_state(_state(full.model), _state(resumed.model))
-    _, _, full_payload = load_checkpoint(full.checkpoint_path)
-    _, _, resumed_payload = load_checkpoint(resumed.checkpoint_path)
+    _, _, full_payload = load_checkpoint(full.last_checkpoint)
+    _, _, resumed_payload = load_checkpoint(resumed.last_checkpoint)
     _assert_same_state(full_payload["last_model_state"], resumed_payload["last_model_state"])
+    # the resumed run folder keeps one best and one last checkpoint, not every epoch's
+    names = sorted(p.name for p in (tmp_path / "resumed").glob("*.pth"))
+    assert names == sorted([resumed.checkpoint_path.name, resumed.last_checkpoint.name])
 
 
-def test_checkpoint_files_name_and_contents(tmp_path: Path) -> None:
+def _fake_validation(values: list[float]):
+    """A stand-in for ``validate`` returning the given NDCG@10 values, one per call."""
+    scores = iter(values)
+
+    def fake(run: object) -> EvalResult:
+        return EvalResult(summary={"ndcg@10": next(scores)}, per_user=pd.DataFrame(), protocol="full", k=10,
+                          task_name="valid")  # fmt: skip
+
+    return fake
+
+
+def test_checkpoint_files_name_and_contents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _small_data()
     config = _config(num_epochs=3, lr=0.002)
+    monkeypatch.setattr(train_module, "validate", _fake_validation([0.1, 0.3, 0.2]))
     result = train(data, config, out_dir=tmp_path)
-    name = "SASRec.epoch=3.lr=0.002.layer=1.head=1.hidden=8.maxlen=6.pth"
-    assert checkpoint_name(config, 3) == name
-    assert result.checkpoint_path == tmp_path / name
+    best = "SASRec.epoch=2.lr=0.002.layer=1.head=1.hidden=8.maxlen=6.pth"  # the epoch whose weights it holds
+    last = "SASRec.epoch=3.lr=0.002.layer=1.head=1.hidden=8.maxlen=6.last.pth"
+    assert checkpoint_name(config, 2) == best and checkpoint_name(config, 3, "last") == last
+    assert result.checkpoint_path == tmp_path / best and result.last_checkpoint == tmp_path / last
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        name,
+        best,
+        last,
         "SASRec.lr=0.002.layer=1.head=1.hidden=8.maxlen=6.log.csv",
-    ]  # earlier epochs' checkpoints replaced, no temporary files left
+    ]  # superseded epochs' checkpoints removed, no temporary files left
+    _, _, best_payload = load_checkpoint(result.checkpoint_path, data)
+    assert best_payload["epoch"] == 2 and "optimizer_state" not in best_payload
     log = pd.read_csv(tmp_path / "SASRec.lr=0.002.layer=1.head=1.hidden=8.maxlen=6.log.csv")
     assert log["epoch"].tolist() == [1, 2, 3] and "valid_ndcg@10" in log.columns
-    model, loaded_config, payload = load_checkpoint(result.checkpoint_path, data)
+    model, loaded_config, payload = load_checkpoint(result.last_checkpoint, data)
     assert loaded_config.lr == 0.002 and loaded_config.num_epochs == 3
     assert payload["dataset"] == "toy" and payload["fingerprint"] == data.fingerprint
     assert payload["item_ids"].tolist() == data.item_ids.tolist()
     assert payload["user_ids"].tolist() == data.user_ids.tolist()
-    assert {"optimizer_state", "rng", "log", "epoch", "last_model_state"} <= set(payload)
+    assert {"optimizer_state", "stopper", "log", "epoch", "last_model_state", "fit_events"} <= set(payload)
     _assert_same_state(_state(model), _state(result.model))
 
 
@@ -355,7 +375,7 @@ def test_checkpoint_of_other_dataset_is_rejected(tmp_path: Path) -> None:
     assert "toy" in message and "other" in message
     assert data.fingerprint in message and other.fingerprint in message
     with pytest.raises(CheckpointMismatchError):
-        train(other, _config(num_epochs=2), out_dir=tmp_path / "x", resume_from=result.checkpoint_path)
+        train(other, _config(num_epochs=2), out_dir=tmp_path / "x", resume_from=result.last_checkpoint)
     with pytest.raises(MissingDataError):
         load_checkpoint(tmp_path / "missing.pth")
     bogus = tmp_path / "bogus.pth"
@@ -365,22 +385,31 @@ def test_checkpoint_of_other_dataset_is_rejected(tmp_path: Path) -> None:
 
 
 def test_early_stopping_restores_best_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = iter([0.5, 0.7, 0.6, 0.4, 0.9])
-
-    def fake_validation(*args: object, **kwargs: object) -> dict[str, float]:
-        return {"ndcg@10": next(scores)}
-
-    monkeypatch.setattr(train_module, "_evaluate_valid", fake_validation)
+    monkeypatch.setattr(train_module, "validate", _fake_validation([0.5, 0.7, 0.6, 0.4, 0.9]))
     result = train(_small_data(), _config(num_epochs=5, patience=2), out_dir=tmp_path)
     assert result.log["epoch"].tolist() == [1, 2, 3, 4]  # epochs 3 and 4 did not improve on epoch 2
     assert result.stopped_early and result.best_epoch == 2
     assert result.best_valid == {"ndcg@10": 0.7}
-    _, _, payload = load_checkpoint(result.checkpoint_path)
+    _, _, payload = load_checkpoint(result.last_checkpoint)
     _assert_same_state(_state(result.model), payload["model_state"])
     assert any(
         not torch.equal(payload["model_state"][k], payload["last_model_state"][k])
         for k in payload["model_state"]
     )
+
+
+def test_patience_counts_epochs_and_min_epochs_delays_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = [0.5, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05]
+    monkeypatch.setattr(train_module, "validate", _fake_validation(values))
+    every_two = train(_small_data(), _config(num_epochs=8, patience=2, eval_every=2), save=False)
+    # evaluations at epochs 2 (0.5), 4 (0.7), 6 (0.6): 6 - 4 = 2 epochs without improvement -> stop after 6
+    assert every_two.log["epoch"].tolist() == [1, 2, 3, 4, 5, 6] and every_two.best_epoch == 4
+    monkeypatch.setattr(train_module, "validate", _fake_validation(values))
+    delayed = train(_small_data(), _config(num_epochs=8, patience=2, min_epochs=6), save=False)
+    assert delayed.log["epoch"].tolist() == [1, 2, 3, 4, 5, 6] and delayed.best_epoch == 2
+    assert delayed.stopped_early
 
 
 def test_eval_every_and_test_split_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

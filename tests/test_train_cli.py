@@ -36,8 +36,14 @@ def _run(world: dict[str, Path], *args: str) -> int:
     return main(["train", f"--data-dir={world['raw']}", *args])
 
 
-def _checkpoint(world: dict[str, Path], dataset: str, train_dir: str = "default") -> Path:
-    found = sorted((world["root"] / "models" / f"{dataset}_{train_dir}").glob("SASRec.epoch=*.pth"))
+def _checkpoint(world: dict[str, Path], dataset: str, train_dir: str = "default", kind: str = "best") -> Path:
+    """The run folder's single checkpoint of ``kind`` (best: ``*.pth``; last: ``*.last.pth``)."""
+    folder = world["root"] / "models" / f"{dataset}_{train_dir}"
+    found = sorted(folder.glob("SASRec.epoch=*.pth"))
+    if kind == "best":
+        found = [p for p in found if not p.name.endswith((".last.pth", ".train_valid.pth"))]
+    else:
+        found = [p for p in found if p.name.endswith(f".{kind}.pth")]
     assert len(found) == 1, found
     return found[0]
 
@@ -125,19 +131,26 @@ def test_yaml_config_and_resume(world: dict[str, Path], capsys: pytest.CaptureFi
         "device: cpu\nprogress: 'false'\nloss: sampled_softmax\nnum_negatives: 5\n"
     )
     assert _run(world, f"--config={config}", "--num_epochs=1") == 0  # the explicit flag wins
-    checkpoint = _checkpoint(world, "small_matrix", "yaml")
-    assert checkpoint.name.startswith("SASRec.epoch=1.")
+    last = _checkpoint(world, "small_matrix", "yaml", "last")
+    assert last.name.startswith("SASRec.epoch=1.")
     assert "loss sampled_softmax" in capsys.readouterr().out
+    # --resume without --state_dict_path continues from the newest complete checkpoint of the run folder
+    assert _run(world, f"--config={config}", "--num_epochs=2", "--resume=true") == 0
+    out = capsys.readouterr().out
+    assert f"resuming from {last}" in out
+    assert "epoch   2  loss" in out and "epoch   1  loss" not in out
+    resumed = _checkpoint(world, "small_matrix", "yaml", "last")
+    assert resumed.name.startswith("SASRec.epoch=2.") and not last.exists()  # one last checkpoint kept
+    # an explicit --state_dict_path works too; a best-weights file cannot be resumed (one line)
     assert (
-        _run(
-            world, f"--config={config}", "--num_epochs=2", f"--state_dict_path={checkpoint}", "--resume=true"
-        )
+        _run(world, f"--config={config}", "--num_epochs=3", f"--state_dict_path={resumed}", "--resume=true")
         == 0
     )
-    out = capsys.readouterr().out
-    assert "epoch   2  loss" in out and "epoch   1  loss" not in out
-    resumed = checkpoint.parent / checkpoint.name.replace("epoch=1.", "epoch=2.")
-    assert resumed.is_file() and checkpoint.is_file()  # the checkpoint resumed from is kept
+    best = _checkpoint(world, "small_matrix", "yaml")
+    assert (
+        _run(world, f"--config={config}", "--num_epochs=4", f"--state_dict_path={best}", "--resume=true") == 2
+    )
+    assert ".last.pth" in capsys.readouterr().err
 
 
 def test_text_file_dataset(world: dict[str, Path], tmp_path: Path) -> None:
@@ -147,8 +160,11 @@ def test_text_file_dataset(world: dict[str, Path], tmp_path: Path) -> None:
     ]
     text = tmp_path / "toy.txt"
     text.write_text("\n".join(lines) + "\n")
-    assert _run(world, f"--dataset={text}", "--train_dir=txt", *TINY) == 0
+    metrics = tmp_path / "toy.json"
+    assert _run(world, f"--dataset={text}", "--train_dir=txt", *TINY, f"--metrics_json={metrics}") == 0
     assert _checkpoint(world, "toy", "txt").is_file()
+    assert json.loads(metrics.read_text())["split"] == "leave_one_out"  # text files have no time
+    assert _run(world, f"--dataset={text}", "--train_dir=txt2", "--split=temporal", *TINY) == 2
 
 
 @pytest.mark.parametrize(
@@ -181,3 +197,93 @@ def test_bad_config_file_and_flag(world: dict[str, Path], capsys: pytest.Capture
     with pytest.raises(SystemExit) as info:
         _run(world, "--dataset=small_matrix", "--inference_only=maybe")
     assert info.value.code == 2
+
+
+def test_inference_takes_settings_from_the_checkpoint(
+    world: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    assert _run(world, "--dataset=small_matrix", "--train_dir=ckpt", *TINY) == 0
+    checkpoint = _checkpoint(world, "small_matrix", "ckpt")
+    capsys.readouterr()
+    for flag, value in (("--split", "leave_one_out"), ("--maxlen", "30"), ("--loss", "ce")):
+        assert _run(world, "--dataset=small_matrix", f"--state_dict_path={checkpoint}", "--inference_only=true",
+                    "--device=cpu", f"{flag}={value}") == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{flag}={value}" in err and "checkpoint" in err
+    # the same values as the checkpoint's are accepted
+    assert _run(world, "--dataset=small_matrix", f"--state_dict_path={checkpoint}", "--inference_only=true",
+                "--device=cpu", "--split=temporal", "--maxlen=20") == 0  # fmt: skip
+
+
+def test_unwritable_metrics_path_is_refused_before_training(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    assert _run(world, "--dataset=small_matrix", "--train_dir=blocked", *TINY,
+                f"--metrics_json={blocked}/sub/m.json") == 2  # fmt: skip
+    err = capsys.readouterr()
+    assert len(err.err.strip().splitlines()) == 1 and "--metrics_json" in err.err
+    assert "epoch" not in err.out  # refused before any training
+    assert not (world["root"] / "models" / "small_matrix_blocked").exists()
+
+
+def test_split_without_evaluable_users_is_refused(
+    world: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    assert _run(world, "--dataset=small_matrix", "--train_dir=none", *TINY, "--relevance_threshold=1000") == 2
+    captured = capsys.readouterr()
+    assert "watch_ratio > 1000.0 leaves no test user with a relevant target" in captured.err
+    assert "epoch" not in captured.out  # refused before training
+    assert not list((world["root"] / "models").glob("small_matrix_none/*.pth"))
+
+
+def test_paths_typed_on_the_command_line_resolve_from_the_current_directory(
+    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _run(world, "--dataset=small_matrix", "--train_dir=cwd", *TINY, "--metrics_json=out/m.json") == 0
+    assert (tmp_path / "out" / "m.json").is_file()
+    assert not (world["root"] / "out").exists()
+
+
+def test_train_valid_policy_retrains_for_the_selected_epochs(world: dict[str, Path]) -> None:
+    metrics = world["root"] / "tv.json"
+    assert _run(world, "--dataset=small_matrix", "--train_dir=tv", "--maxlen=20", "--hidden_units=16",
+                "--device=cpu", "--num_epochs=2", "--progress=false", "--fit_on=train_valid",
+                f"--metrics_json={metrics}") == 0  # fmt: skip
+    payload = json.loads(metrics.read_text())
+    assert payload["fit_on"] == "train_valid" and payload["checkpoint"].endswith(".train_valid.pth")
+    best_epoch = payload["best_epoch"]
+    assert f"SASRec.epoch={best_epoch}." in Path(payload["checkpoint"]).name
+    from sasrec.data.preparation.pipeline import load_prepared
+
+    data = load_prepared("small_matrix", data_dir=world["raw"])
+    train_valid = int((data.events["split_temporal"] <= 1).sum())
+    assert payload["fit_events"]["events"] == train_valid  # fit on training + validation events
+
+
+def test_second_writer_of_a_run_folder_is_refused(
+    world: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    import subprocess
+    import sys
+
+    from sasrec.training.checkpoints import run_dir
+
+    folder = run_dir("small_matrix", "busy")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom sasrec.locks import locked\n"
+         f"with locked({str(folder)!r}, what='run folder'):\n    print('held', flush=True)\n    time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code = _run(world, "--dataset=small_matrix", "--train_dir=busy", *TINY)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pid {holder.pid}" in err and "--wait=true" in err
+    assert not list(folder.glob("*.pth"))  # nothing written by the refused run

@@ -1,13 +1,14 @@
 """``python -m sasrec baseline``: fit a baseline, evaluate it on validation and test, write metrics JSON.
 
-Stages (no test data ever reaches a fitted model's inputs before the test stage):
+The fitting policy is the one every model of the study shares (``--fit_on``, as ``train``):
 
-* validation: fit on the split's training events, evaluate the validation task (input = training events);
-* test: refit on training + validation events, evaluate the test task (input = training + validation
-  events), so a baseline sees exactly what a model retrained for the test stage would see;
-* big-to-small (``--training_dataset big_matrix --dataset small_matrix``): validation is the training
-  dataset's own validation stage (fit on its training events); the test refits on *all* events of the
-  training dataset and ranks the small matrix's videos for its users (:func:`sasrec.data.build_cross_task`).
+* ``train`` (default): parameters fit on the split's training events; the validation task's input is the
+  training events, the test task's input adds the validation events (one fit serves both stages);
+* ``train_valid``: the test stage refits on training + validation events.
+
+Big-to-small (``--training_dataset big_matrix --dataset small_matrix``): the model is fit on the training
+dataset under the same policy and ranks the small matrix's videos for its users from their whole big-matrix
+history (:func:`sasrec.data.tasks.build_cross_task`). Paths typed here resolve from the current directory.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import PROTOCOLS, EvalResult, evaluate
 from sasrec.evaluation.results import metrics_payload, write_metrics_json
 from sasrec.models.baselines import BASELINES, Baseline, make_baseline
-from sasrec.paths import models_dir, resolve
+from sasrec.paths import check_writable, models_dir, user_path
 
 TABLE_METRICS = ("ndcg", "graded_ndcg", "precision", "recall", "hr", "mrr", "map", "coverage")
 
@@ -59,6 +60,17 @@ def format_table(results: dict[str, EvalResult | None], k: int) -> str:
     return "\n".join(lines)
 
 
+def _split(split: str | None, data: PreparedData) -> str:
+    """temporal by default; leave_one_out for SASRec text files, which have no time (temporal is refused)."""
+    is_text = data.meta.get("data_source") == "text" or not data.meta.get("has_watch_ratio", True)
+    if is_text and split == "temporal":
+        raise ConfigError(
+            f"--split=temporal needs timestamps but {data.name} is a SASRec text file (line order only); "
+            "use --split=leave_one_out or leave_last_n"
+        )
+    return split or ("leave_one_out" if is_text else "temporal")
+
+
 def _fit_timed(
     name: str, seed: int, split: str, params: dict, data: PreparedData, mask: np.ndarray
 ) -> tuple[Baseline, float]:
@@ -70,6 +82,8 @@ def _fit_timed(
 def run(args: argparse.Namespace) -> int:
     """Execute the ``baseline`` command."""
     from sasrec.data.preparation.pipeline import load_prepared
+    from sasrec.study.comparisons import policy_mask
+    from sasrec.training.checkpoints import events_digest
 
     params = parse_params(args.param)
     reserved = sorted({"seed", "split"} & set(params))
@@ -77,57 +91,54 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--param {reserved[0]}=... is not allowed: use --{reserved[0]}")
     if args.maxlen < 1 or args.top_n < 1:
         raise ConfigError(f"--maxlen and --top_n must be positive; got {args.maxlen} and {args.top_n}")
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    data = load_prepared(args.dataset, data_dir=data_dir)
-    split = args.split
-    eval_kwargs: dict[str, Any] = {
-        "k": args.k,
-        "protocol": args.eval_protocol,
-        "num_negatives": args.num_eval_negatives,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "progress": False if args.no_progress else None,
-    }
-    timings: dict[str, float] = {}
-    # Validation always happens on the dataset the model is fitted on: the training dataset of a
+    if args.metrics_json:
+        check_writable(user_path(args.metrics_json), "metrics file (--metrics_json)")
+    data_dir = user_path(args.data_dir) if args.data_dir else None
+    progress = False if args.no_progress else None
+    dataset = str(user_path(args.dataset)) if Path(args.dataset).suffix else args.dataset
+    data = load_prepared(dataset, data_dir=data_dir, progress=progress)
+    # Validation and fitting happen on the dataset the model is fitted on: the training dataset of a
     # big-to-small run, else the dataset itself.
-    rec_data = load_prepared(args.training_dataset, data_dir=data_dir) if args.training_dataset else data
-    valid_mask, _ = rec_data.stage_masks(split, "valid")
-    valid_model, timings["fit_valid_seconds"] = _fit_timed(
-        args.model, args.seed, split, params, rec_data, valid_mask
+    rec_data = (
+        load_prepared(args.training_dataset, data_dir=data_dir, progress=progress)
+        if args.training_dataset
+        else data
     )
-    valid_task = build_eval_task(
-        rec_data, split, "valid", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
-    )
-    started = time.perf_counter()
-    valid = evaluate(valid_model, valid_task, **eval_kwargs)
-    timings["eval_valid_seconds"] = time.perf_counter() - started
-    del valid_model
-    if args.training_dataset:  # refit on every training event, then rank the test dataset's videos
-        test_mask = np.ones(len(rec_data.events), dtype=bool)
-        threshold = (
-            args.relevance_threshold
-            if args.relevance_threshold is not None
-            else float(data.meta.get("relevance_threshold", 2.0))
-        )
-        test_task = build_cross_task(rec_data, data, maxlen=args.maxlen, relevance_threshold=threshold)
-    else:  # refit on train + valid events
-        test_mask, _ = data.stage_masks(split, "test")
-        test_task = build_eval_task(
-            data, split, "test", maxlen=args.maxlen, relevance_threshold=args.relevance_threshold
-        )
-    test_model, timings["fit_test_seconds"] = _fit_timed(
-        args.model, args.seed, split, params, rec_data, test_mask
-    )
-    started = time.perf_counter()
-    test = evaluate(test_model, test_task, **eval_kwargs)
-    timings["eval_test_seconds"] = time.perf_counter() - started
+    split = _split(args.split, rec_data)
+    relevance = {"relevance": args.relevance, "relevance_threshold": args.relevance_threshold}
+    eval_kwargs: dict[str, Any] = {"k": args.k, "protocol": args.eval_protocol, "num_negatives": args.num_eval_negatives,
+                                   "seed": args.seed, "batch_size": args.batch_size, "progress": progress}  # fmt: skip
+    valid_task = build_eval_task(rec_data, split, "valid", maxlen=args.maxlen, **relevance)
+    if args.training_dataset:  # rank the test dataset's videos from each user's whole history
+        test_task = build_cross_task(rec_data, data, maxlen=args.maxlen, **relevance)
+    else:
+        test_task = build_eval_task(data, split, "test", maxlen=args.maxlen, **relevance)
+    timings: dict[str, float] = {}
+    fitted: dict[str, Any] = {}
+    results: dict[str, EvalResult] = {}
+    for stage, task in (("valid", valid_task), ("test", test_task)):
+        mask = policy_mask(rec_data, split, args.fit_on, stage)
+        digest = events_digest(rec_data, mask)
+        if digest["sha256"] not in fitted:  # under fit_on=train one fit serves both stages
+            fitted[digest["sha256"]], timings[f"fit_{stage}_seconds"] = _fit_timed(
+                args.model, args.seed, split, params, rec_data, mask
+            )
+            fitted[digest["sha256"]].fit_events = digest
+        started = time.perf_counter()
+        results[stage] = evaluate(fitted[digest["sha256"]], task, **eval_kwargs)
+        timings[f"eval_{stage}_seconds"] = time.perf_counter() - started
+    valid, test = results["valid"], results["test"]
+    test_model = fitted[events_digest(rec_data, policy_mask(rec_data, split, args.fit_on, "test"))["sha256"]]
 
-    print(f"baseline {args.model} on {test_task.name} ({args.eval_protocol} protocol, k={args.k})")
+    print(
+        f"baseline {args.model} on {test_task.name} ({args.eval_protocol} protocol, k={args.k}, fit on {args.fit_on})"
+    )
     print(format_table({"valid": valid, "test": test}, args.k))
     extra: dict[str, Any] = {
         "data_source": data.meta.get("data_source"),
         "training_dataset": args.training_dataset,
+        "fit_on": args.fit_on,
+        "fit_events": test_model.fit_events,
         "valid_task": valid.task_name,
         "test_task": test.task_name,
         "num_eval_negatives": args.num_eval_negatives if args.eval_protocol == "sampled" else None,
@@ -137,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
     payload = metrics_payload(
-        args.model, args.dataset, split, args.eval_protocol, args.k, valid, test, extra=extra
+        args.model, data.name, split, args.eval_protocol, args.k, valid, test, extra=extra
     )
     if args.metrics_json:
-        path = write_metrics_json(payload, resolve(args.metrics_json))
+        path = write_metrics_json(payload, user_path(args.metrics_json))
         print(f"metrics written to {path}")
     if args.generate_recommendations:
         from sasrec.inference.recommend import recommend, write_recommendations
@@ -149,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         # dataset, scored by the model refitted on all its events).
         frame = recommend(test_model, rec_data, top_n=args.top_n, split=split, maxlen=args.maxlen)
         stem = (
-            resolve(args.recommendations_path)
+            user_path(args.recommendations_path)
             if args.recommendations_path
             else models_dir() / "recommendations" / f"{args.model}_{rec_data.name}_{split}"
         )
@@ -164,15 +175,30 @@ def add_parser(subparsers: Any) -> None:
         "baseline",
         help="fit and evaluate a baseline (random, pop, itemknn, ease, als, markov)",
         description=(
-            "Fit a baseline on the split's training events, evaluate on validation; refit on training + "
-            "validation events, evaluate on test. With --training_dataset, test is big-to-small."
+            "Fit a baseline under the study's fitting policy (--fit_on), evaluate on validation and test. "
+            "With --training_dataset, test is big-to-small. Paths resolve from the current directory."
         ),
     )
     parser.add_argument("--dataset", required=True, help="small_matrix, big_matrix, *_no_remapping or .txt")
     parser.add_argument("--model", required=True, choices=BASELINES)
     parser.add_argument("--metrics_json", "--metrics-json", default=None, help="write metrics JSON here")
     parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None, help="folder of the CSVs")
-    parser.add_argument("--split", default="temporal", choices=SPLITS)
+    parser.add_argument(
+        "--split", default=None, choices=SPLITS, help="default temporal; leave_one_out for text files"
+    )
+    parser.add_argument(
+        "--fit_on",
+        "--fit-on",
+        default="train",
+        choices=("train", "train_valid"),
+        help="fitting policy shared by every model (default train)",
+    )
+    parser.add_argument(
+        "--relevance",
+        default="threshold",
+        choices=("threshold", "liked", "all"),
+        help="relevance rule (default threshold: watch_ratio > 2.0)",
+    )
     parser.add_argument("--eval_protocol", "--eval-protocol", default="full", choices=PROTOCOLS)
     parser.add_argument("--num_eval_negatives", "--num-eval-negatives", type=int, default=100)
     parser.add_argument(

@@ -1,31 +1,50 @@
 """The ``train`` command: the original project's ``python main.py`` with the same flags, and more.
 
-Training (``--dataset --train_dir ...``), evaluation of a checkpoint (``--inference_only=true``), the
-big-to-small test (``--training_dataset=big_matrix``), top-N recommendations
-(``--generate_recommendations=true``) and resuming (``--resume=true --state_dict_path=...``). Settings may
-come from ``--config params/<file>.yaml`` (same names as the flags); explicit flags win.
+Training (``--dataset --train_dir ...``, any registered ``--model``), evaluation of a checkpoint
+(``--inference_only=true``), the big-to-small test (``--training_dataset=big_matrix``), top-N
+recommendations (``--generate_recommendations=true``) and resuming (``--resume=true``, from
+``--state_dict_path`` or the newest complete checkpoint of the run folder). Settings may come from
+``--config FILE.yaml`` (same names as the flags); explicit flags win; a named model's presets fill the rest.
+Under ``torchrun --nproc_per_node=N -m sasrec train ...`` the run is data-parallel (DDP); rank 0 validates,
+evaluates and writes. Paths typed here resolve from the current directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sasrec.cli.common import str2bool
 from sasrec.config import load_yaml_mapping
-from sasrec.data.contracts import PreparedData
+from sasrec.data.contracts import SPLITS, PreparedData
+from sasrec.data.preparation.splits import check_split_usable
 from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
+from sasrec.evaluation.protocol import EvalResult
 from sasrec.evaluation.scorers import SequentialScorer
-from sasrec.training.checkpoints import load_checkpoint
-from sasrec.training.config import EVAL_PROTOCOLS, LOSSES, TrainConfig, resolve_device
-from sasrec.training.loop import evaluate_model, train
-from sasrec.training.sequences import item_popularity
+from sasrec.locks import locked
+from sasrec.paths import check_writable, user_path
+from sasrec.training.checkpoints import latest_checkpoint, load_checkpoint, run_dir
+from sasrec.training.config import (
+    EVAL_PROTOCOLS,
+    FIT_POLICIES,
+    LOSSES,
+    RELEVANCE_RULES,
+    TrainConfig,
+    resolve_device,
+)
+from sasrec.training.distributed import context_from_env, init_process_group, shutdown
+from sasrec.training.loop import evaluate_model, relevance_text, train
 
+logger = logging.getLogger(__name__)
+# Flags that steer the command rather than the training run.
 COMMAND_FLAGS = (
     "data_dir",
     "inference_only",
@@ -35,8 +54,11 @@ COMMAND_FLAGS = (
     "training_dataset",
     "metrics_json",
     "resume",
+    "wait",
 )
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Settings an evaluation takes from the checkpoint; a flag that contradicts one is refused.
+CHECKPOINT_SETTINGS = ("model", "split", "maxlen", "loss", "relevance", "relevance_threshold")
 
 
 def _optional_float(value: str) -> float | None:
@@ -50,20 +72,24 @@ def _optional_float(value: str) -> float | None:
 
 def add_parser(subparsers: Any) -> None:
     """Register ``train`` (every flag of the original ``main.py`` plus the study's)."""
+    from sasrec.models.base import MODELS, _load_registry
+
+    _load_registry()
     parser = subparsers.add_parser(
         "train",
-        help="train SASRec, evaluate a checkpoint, or write recommendations (the original main.py)",
+        help="train a sequential model, evaluate a checkpoint, or write recommendations (the original main.py)",
         description=(
-            "Train SASRec (Kang & McAuley, ICDM 2018) on a prepared KuaiRec matrix or SASRec text file, "
-            "evaluate a checkpoint (--inference_only=true; --training_dataset for the big-to-small test), "
-            "or write top-N recommendations (--generate_recommendations=true)."
+            "Train SASRec (Kang & McAuley, ICDM 2018) or a rival (--model) on a prepared KuaiRec matrix or SASRec "
+            "text file, evaluate a checkpoint (--inference_only=true; --training_dataset for the big-to-small "
+            "test), or write top-N recommendations (--generate_recommendations=true). Paths resolve from the "
+            "current directory."
         ),
     )
     add = parser.add_argument
     # The original project's flags.
     add("--dataset", help="small_matrix, big_matrix, *_no_remapping, or a SASRec text-file path")
     add("--train_dir", help="run name: checkpoints go to models/<dataset>_<train_dir>/ (default: default)")
-    add("--batch_size", type=int)
+    add("--batch_size", type=int, help="users per batch (per process under torchrun)")
     add("--lr", type=float)
     add("--maxlen", type=int)
     add("--hidden_units", type=int)
@@ -87,17 +113,32 @@ def add_parser(subparsers: Any) -> None:
     add("--training_dataset", help="dataset the checkpoint was trained on (big-to-small test)")
     # The study's flags.
     add(
+        "--model",
+        choices=sorted(MODELS),
+        help="model to train (default sasrec); its presets fill unset flags",
+    )
+    add(
         "--data-dir",
         "--data_dir",
         dest="data_dir",
         help="folder of the KuaiRec CSVs (default: data/raw, else data/simulated)",
     )
     add("--loss", choices=LOSSES)
-    add("--split", choices=("temporal", "leave_last_n", "leave_one_out"))
+    add(
+        "--split",
+        choices=SPLITS,
+        help="default temporal; leave_one_out for SASRec text files (they have no time)",
+    )
+    add(
+        "--fit_on",
+        choices=FIT_POLICIES,
+        help="fitting policy: train (default) or train_valid (retrain for the selected epochs)",
+    )
     add("--seed", type=int)
     add("--k", type=int, help="metric cut-off (default 10)")
     add("--eval_protocol", choices=EVAL_PROTOCOLS)
     add("--num_eval_negatives", type=int)
+    add("--relevance", choices=RELEVANCE_RULES, help="relevance rule (default threshold: watch_ratio > 2.0)")
     add(
         "--relevance_threshold",
         type=_optional_float,
@@ -107,8 +148,10 @@ def add_parser(subparsers: Any) -> None:
     add("--config", help="YAML mapping of these flags' names to values (explicit flags win)")
     add("--num_negatives", type=int, help="negatives of sampled_softmax / gbce")
     add("--gbce_t", type=float, help="gSASRec calibration t (default 0.75)")
+    add("--mask_prob", type=float, help="BERT4Rec masking probability (default 0.2)")
     add("--dislike_weight", type=float, help="weight of disliked negatives (default 2.0)")
-    add("--patience", type=int, help="evaluations without improvement before stopping (0: never)")
+    add("--patience", type=int, help="epochs without a better validation NDCG@k before stopping (0: never)")
+    add("--min_epochs", type=int, help="never stop early before this epoch")
     add("--eval_every", type=int, help="validate every this many epochs")
     add(
         "--attention_dropout",
@@ -116,58 +159,97 @@ def add_parser(subparsers: Any) -> None:
         help="dropout of attention probabilities (default: dropout_rate)",
     )
     add("--fast_dropout", type=str2bool, metavar="BOOL", help="cheap CPU dropout masks (default true)")
-    add("--resume", type=str2bool, metavar="BOOL", help="continue training from --state_dict_path")
+    add("--amp", type=str2bool, metavar="BOOL", help="bf16 autocast on CUDA (no effect on CPU)")
+    add("--compile", type=str2bool, metavar="BOOL", help="torch.compile the model")
+    add(
+        "--resume",
+        type=str2bool,
+        metavar="BOOL",
+        help="continue training (from --state_dict_path or the newest checkpoint)",
+    )
+    add(
+        "--wait",
+        type=str2bool,
+        metavar="BOOL",
+        help="wait for another run writing the same run folder (default: refuse)",
+    )
     add("--progress", type=str2bool, metavar="BOOL", help="progress bars (default true)")
     parser.set_defaults(func=run, _train_parser=parser)
 
 
+# -------------------------------------------------------------------------------------------- settings
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge TrainConfig defaults, the YAML file and explicit flags (flags win)."""
+    """Merge the YAML file and explicit flags (flags win); only keys that were given."""
     parser: argparse.ArgumentParser = args._train_parser
     actions = {action.dest: action for action in parser._actions}
     known = set(CONFIG_FIELDS) | set(COMMAND_FLAGS)
     merged: dict[str, Any] = {}
     if args.config:
-        for raw_key, value in load_yaml_mapping(args.config).items():
+        config_path = user_path(args.config)
+        for raw_key, value in load_yaml_mapping(config_path).items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
                 raise ConfigError(
-                    f"config file {args.config}: unknown parameter {raw_key!r}; expected flag names such as "
-                    "dataset, train_dir, lr, maxlen, num_epochs, loss"
+                    f"config file {config_path}: unknown parameter {raw_key!r}; expected flag names such as "
+                    "dataset, train_dir, model, lr, maxlen, num_epochs, loss"
                 )
             action = actions.get(key)
             if isinstance(value, str) and action is not None and callable(action.type):
                 try:
                     value = action.type(value)
                 except (argparse.ArgumentTypeError, ValueError) as exc:
-                    raise ConfigError(f"config file {args.config}: {key}: {exc}") from None
+                    raise ConfigError(f"config file {config_path}: {key}: {exc}") from None
             if action is not None and action.choices is not None and value not in action.choices:
-                raise ConfigError(
-                    f"config file {args.config}: {key} must be one of {', '.join(map(str, action.choices))}; got {value!r}"
-                )
+                choices = ", ".join(map(str, action.choices))
+                raise ConfigError(f"config file {config_path}: {key} must be one of {choices}; got {value!r}")
             merged[key] = value
     for key in known:
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
+    for key in ("data_dir", "state_dict_path", "metrics_json"):
+        if merged.get(key):
+            merged[key] = str(user_path(merged[key]))
+    if merged.get("dataset") and _is_text_path(merged["dataset"]):
+        merged["dataset"] = str(user_path(merged["dataset"]))
     return merged
+
+
+def _is_text_path(dataset: str) -> bool:
+    """Whether ``dataset`` names a SASRec text file rather than a KuaiRec matrix."""
+    from sasrec.data.preparation.params import DATASETS, NO_REMAPPING_SUFFIX
+
+    return dataset.removesuffix(NO_REMAPPING_SUFFIX) not in DATASETS
 
 
 def _config(settings: dict[str, Any], **overrides: Any) -> TrainConfig:
     values = {key: settings[key] for key in CONFIG_FIELDS if key in settings}
     values.update(overrides)
     try:
-        return TrainConfig(**values)
+        return TrainConfig.for_model(values.pop("model", "sasrec"), **values)
     except TypeError as exc:  # a YAML value of the wrong type
         raise ConfigError(f"invalid training parameter: {exc}") from None
 
 
-def _load(dataset: str, data_dir: str | None) -> PreparedData:
+def _default_split(settings: dict[str, Any], data: PreparedData) -> str:
+    """The split: temporal for KuaiRec; leave_one_out for SASRec text files, which have no time."""
+    is_text = data.meta.get("data_source") == "text" or not data.meta.get("has_watch_ratio", True)
+    split = settings.get("split")
+    if is_text and split == "temporal":
+        raise ConfigError(
+            f"split=temporal needs timestamps but {data.name} is a SASRec text file (line order only; a "
+            "file grouped by user would hold out whole users); use --split=leave_one_out or leave_last_n"
+        )
+    return split or ("leave_one_out" if is_text else "temporal")
+
+
+def _load(dataset: str, data_dir: str | None, progress: bool | None) -> PreparedData:
     from sasrec.data.preparation.pipeline import load_prepared
 
-    return load_prepared(dataset, data_dir=Path(data_dir) if data_dir else None)
+    return load_prepared(dataset, data_dir=Path(data_dir) if data_dir else None, progress=progress)
 
 
+# -------------------------------------------------------------------------------------------- printing
 def _format_summary(label: str, summary: dict[str, float], k: int) -> str:
     names = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
     parts = [f"{name} {summary[name]:.4f}" for name in names if name in summary]
@@ -190,21 +272,25 @@ def _write_metrics(
     path: str, data_name: str, config: TrainConfig, valid: Any, test: Any, extra: dict
 ) -> None:
     from sasrec.evaluation.results import metrics_payload, write_metrics_json
+    from sasrec.models.base import model_class
 
+    name = model_class(config.model).checkpoint_prefix
     payload = metrics_payload(
-        "SASRec", data_name, config.split, config.eval_protocol, config.k, valid, test, extra
+        name, data_name, config.split, config.eval_protocol, config.k, valid, test, extra
     )
+    payload["fit_on"] = config.fit_on
     written = write_metrics_json(payload, Path(path))
     print(f"metrics written to {written}")
 
 
-def _recommend(
-    scorer: SequentialScorer, data: PreparedData, config: TrainConfig, top_n: int, checkpoint: Path
-) -> None:
-    from sasrec.inference.recommend import recommend, write_recommendations
+def _recommend(checkpoint: Path, data: PreparedData, top_n: int, device: str) -> None:
+    """Top-N lists of every user through the public :class:`~sasrec.inference.recommender.Recommender`."""
+    from sasrec.inference.recommend import write_recommendations
+    from sasrec.inference.recommender import Recommender
 
-    frame = recommend(scorer, data, top_n=top_n, split=config.split, maxlen=config.maxlen)
-    stem = checkpoint.parent / f"recommendations.{data.name}.{config.split}.top{top_n}"
+    recommender = Recommender.from_checkpoint(checkpoint, device=device)
+    frame = recommender.recommend_dataset(data, top_n=top_n)
+    stem = checkpoint.parent / f"recommendations.{data.name}.{recommender.config.split}.top{top_n}"
     parquet_path, csv_path = write_recommendations(frame, stem)
     n_users = frame["user_id"].nunique()
     n_fallback = frame.loc[frame["fallback"], "user_id"].nunique()
@@ -214,64 +300,87 @@ def _recommend(
     )
 
 
+# ------------------------------------------------------------------------------------------ evaluation
+def _checked_task(task: Any, what: str, config: TrainConfig) -> Any:
+    """Refuse, in one line, a task where no user has a relevant target (nothing could be measured)."""
+    n_relevant = int((np.diff(task.relevant.indptr) > 0).sum()) if len(task) else 0
+    if n_relevant == 0 or not np.any(task.relevant.data > 0):
+        raise ConfigError(
+            f"split={config.split!r} with relevance {relevance_text(config)} leaves no {what} user with a relevant "
+            f"target ({len(task)} users have {what} events); choose another split, relevance or relevance_threshold"
+        )
+    return task
+
+
+def _test_task(data: PreparedData, config: TrainConfig, maxlen: int) -> Any:
+    task = build_eval_task(data, config.split, "test", maxlen=maxlen, **config.relevance_arguments())
+    return _checked_task(task, "test", config)
+
+
+def _evaluate(model: Any, popularity: np.ndarray, task: Any, config: TrainConfig, device: Any) -> EvalResult:
+    scorer = SequentialScorer(
+        model, popularity=popularity, batch_size=config.eval_batch_size, device=device, amp=config.amp
+    )
+    result = evaluate_model(scorer, task, config, config.progress)
+    if len(scorer.fallback_rows):
+        print(f"{task.name}: {len(scorer.fallback_rows)} users had no input and were scored by popularity")
+    return result
+
+
+# ------------------------------------------------------------------------------------------- inference
+def _check_against_checkpoint(settings: dict[str, Any], saved: TrainConfig, checkpoint: Path) -> None:
+    """Refuse a flag that contradicts the checkpoint (one line naming both values)."""
+    for name in CHECKPOINT_SETTINGS:
+        if name in settings and settings[name] != getattr(saved, name):
+            raise ConfigError(
+                f"--{name}={settings[name]} contradicts checkpoint {checkpoint.name}, trained with {name}="
+                f"{getattr(saved, name)}; evaluation takes {name} from the checkpoint (omit the flag)"
+            )
+
+
 def _inference(settings: dict[str, Any]) -> int:
-    """Evaluate and/or recommend from a checkpoint."""
+    """Evaluate and/or recommend from a checkpoint; split, maxlen, loss and relevance come from it."""
     path = settings.get("state_dict_path")
     if not path:
         raise ConfigError("--inference_only / --generate_recommendations need --state_dict_path=<checkpoint>")
     checkpoint = Path(path)
+    if settings.get("metrics_json"):
+        check_writable(settings["metrics_json"], "metrics file (--metrics_json)")
+    ignored = sorted(
+        k
+        for k in ("hidden_units", "num_blocks", "num_heads", "dropout_rate", "lr", "num_epochs")
+        if k in settings
+    )
+    if ignored:
+        print(
+            f"note: {', '.join('--' + k for k in ignored)} ignored: the checkpoint's architecture and training settings apply"
+        )
+    progress = settings.get("progress")
     training_name = settings.get("training_dataset")
-    data = _load(settings["dataset"], settings.get("data_dir"))
-    train_data = _load(training_name, settings.get("data_dir")) if training_name else data
+    data = _load(settings["dataset"], settings.get("data_dir"), progress)
+    train_data = _load(training_name, settings.get("data_dir"), progress) if training_name else data
     model, saved, payload = load_checkpoint(checkpoint, train_data)
+    _check_against_checkpoint(settings, saved, checkpoint)
     device = resolve_device(settings.get("device") or "auto")
     model.to(device)
-    # Evaluation settings come from the command line; the architecture and split from the checkpoint.
-    eval_overrides = {
-        key: settings[key]
-        for key in ("k", "eval_protocol", "num_eval_negatives", "relevance_threshold", "seed")
-        if key in settings
+    overrides = {
+        key: settings[key] for key in ("k", "eval_protocol", "num_eval_negatives", "seed") if key in settings
     }
-    if settings.get("split", saved.split) != saved.split:
-        raise ConfigError(
-            f"--split={settings['split']} differs from the checkpoint's split {saved.split!r}: its test events "
-            "would overlap the other split's training events"
-        )
-    config = dataclasses.replace(
-        saved, **eval_overrides, device=str(device), progress=settings.get("progress")
-    )
+    config = dataclasses.replace(saved, **overrides, device=str(device), progress=progress)
     config.validate()
-    popularity = payload["popularity"].numpy() if "popularity" in payload else item_popularity(train_data)
-    progress = settings.get("progress")
+    popularity = payload["popularity"].numpy()
     print(
-        f"checkpoint {checkpoint} (trained on {payload['dataset']}, epoch {payload['epoch']}, "
-        f"best epoch {payload['best_epoch']})"
+        f"checkpoint {checkpoint} ({payload.get('model_name', 'sasrec')} trained on {payload['dataset']}, "
+        f"weights of epoch {payload['epoch']}, fit on {saved.fit_on})"
     )
-    extra = {"checkpoint": str(checkpoint), "trained_on": payload["dataset"], "config": saved.to_dict()}
+    extra = {"checkpoint": str(checkpoint), "trained_on": payload["dataset"], "config": saved.to_dict(),
+             "fit_events": payload.get("fit_events")}  # fmt: skip
     if settings.get("inference_only"):
         if training_name:
-            threshold = config.relevance_threshold
-            task = build_cross_task(
-                train_data,
-                data,
-                maxlen=model.maxlen,
-                relevance_threshold=float(
-                    threshold if threshold is not None else data.meta.get("relevance_threshold", 2.0)
-                ),
-            )
-            scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
-            result = evaluate_model(scorer, task, config, progress)
+            task = build_cross_task(train_data, data, maxlen=model.maxlen, **config.relevance_arguments())
+            result = _evaluate(model, popularity, _checked_task(task, "test", config), config, device)
             print(_format_summary(f"test {task.name}", result.summary, config.k))
-            n_fallback = len(scorer.fallback_rows)
-            if n_fallback:
-                print(f"{n_fallback} users had no history and were scored by popularity")
-            extra.update(
-                {
-                    "task": task.name,
-                    "fallback_users": n_fallback,
-                    **{f"task_{k}": v for k, v in task.meta.items()},
-                }
-            )
+            extra.update({"task": task.name, **{f"task_{k}": v for k, v in task.meta.items()}})
             if settings.get("metrics_json"):
                 _write_metrics(
                     settings["metrics_json"], f"{train_data.name}->{data.name}", config, None, result, extra
@@ -280,31 +389,26 @@ def _inference(settings: dict[str, Any]) -> int:
             results = {}
             for stage in ("valid", "test"):
                 task = build_eval_task(
-                    data,
-                    config.split,
-                    stage,
-                    maxlen=model.maxlen,
-                    relevance_threshold=config.relevance_threshold,
+                    data, config.split, stage, maxlen=model.maxlen, **config.relevance_arguments()
                 )
-                scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
-                results[stage] = evaluate_model(scorer, task, config, progress)
+                results[stage] = _evaluate(
+                    model, popularity, _checked_task(task, stage, config), config, device
+                )
                 print(_format_summary(f"{stage} {task.name}", results[stage].summary, config.k))
             if settings.get("metrics_json"):
                 _write_metrics(
                     settings["metrics_json"], data.name, config, results["valid"], results["test"], extra
                 )
     if settings.get("generate_recommendations"):
-        scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size)
-        _recommend(scorer, train_data, config, int(settings.get("top_n") or 10), checkpoint)
+        _recommend(checkpoint, train_data, int(settings.get("top_n") or 10), str(device))
     return 0
 
 
+# -------------------------------------------------------------------------------------------- training
 def _training(settings: dict[str, Any]) -> int:
-    """Train (or resume), then report validation and test metrics of the best model."""
+    """Train (or resume), then report the best epoch's validation result and the test metrics."""
     resume = bool(settings.get("resume"))
     state_dict_path = settings.get("state_dict_path")
-    if resume and not state_dict_path:
-        raise ConfigError("--resume=true needs --state_dict_path=<checkpoint to continue from>")
     if state_dict_path and not resume:
         raise ConfigError(
             "--state_dict_path is given without --inference_only=true, --generate_recommendations=true or "
@@ -314,41 +418,75 @@ def _training(settings: dict[str, Any]) -> int:
         raise ConfigError(
             "--training_dataset is only used with --inference_only=true (the big-to-small test)"
         )
-    config = _config(settings)
-    data = _load(settings["dataset"], settings.get("data_dir"))
+    context = context_from_env()
+    draft = _config(settings)  # validates every value before any work
+    name = Path(settings["dataset"]).stem if _is_text_path(settings["dataset"]) else settings["dataset"]
+    folder = run_dir(name, draft.train_dir)
+    if context.is_main:
+        check_writable(folder, f"run folder of --train_dir={draft.train_dir}", folder=True)
+        if settings.get("metrics_json"):
+            check_writable(settings["metrics_json"], "metrics file (--metrics_json)")
+    data = _load(settings["dataset"], settings.get("data_dir"), settings.get("progress"))
+    config = _config(settings, split=_default_split(settings, data))
+    check_split_usable(
+        data, config.split
+    )  # a split with no validation or test user: one line, nothing written
     device = resolve_device(config.device)
-    print(
-        f"training SASRec on {data.name} ({data.num_users} users, {data.num_items} items, split {config.split}, "
-        f"loss {config.loss}{', explicit negatives' if config.explicit_negatives else ''}"
-        f"{', weighted dislikes' if config.weighted_dislike else ''}) on {device}",
-        flush=True,
-    )
-    result = train(
-        data, config, resume_from=state_dict_path if resume else None, on_epoch=_print_epoch(config.k)
-    )
-    print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint_path}")
-    model = result.model
-    results = {}
-    for stage in ("valid", "test"):
-        task = build_eval_task(
-            data, config.split, stage, maxlen=config.maxlen, relevance_threshold=config.relevance_threshold
+    if context.distributed and device.type == "cuda":  # one GPU per process, chosen by torchrun's LOCAL_RANK
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+        config = dataclasses.replace(config, device=str(device))
+    context = init_process_group(device, context)
+    test_task = _test_task(data, config, config.maxlen)
+    hint = "wait for it to finish, or pass --wait=true to wait for it"
+    lock = locked(folder, what="run folder", wait=bool(settings.get("wait")), hint=hint)
+    with lock if context.is_main else contextlib.nullcontext():  # rank 0 writes the run folder
+        resume_from = None
+        if resume:
+            resume_from = Path(state_dict_path) if state_dict_path else latest_checkpoint(folder, config)
+            if context.is_main:
+                print(f"resuming from {resume_from}")
+        if context.is_main:
+            print(
+                f"training {config.model} on {data.name} ({data.num_users} users, {data.num_items} items, split "
+                f"{config.split}, loss {config.loss}{', explicit negatives' if config.explicit_negatives else ''}"
+                f"{', weighted dislikes' if config.weighted_dislike else ''}, fit on {config.fit_on}) on {device}"
+                + (f" x {context.world_size} processes ({context.backend})" if context.distributed else ""),
+                flush=True,
+            )
+        result = train(data, config, out_dir=folder, resume_from=resume_from, on_epoch=_print_epoch(config.k),
+                       context=context)  # fmt: skip
+        if not context.is_main:
+            shutdown(context)
+            return 0
+        print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint_path}")
+        valid = result.best_valid_result
+        if valid is None:  # resumed after the best epoch was already found: validate once
+            valid_task = build_eval_task(
+                data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments()
+            )
+            valid = _evaluate(result.model, result.popularity, valid_task, config, device)
+        test = _evaluate(result.model, result.popularity, test_task, config, device)
+        print(
+            _format_summary(
+                f"valid {valid.task_name} (best epoch {result.best_epoch})", valid.summary, config.k
+            )
         )
-        scorer = SequentialScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
-        results[stage] = evaluate_model(scorer, task, config, config.progress)
-        print(_format_summary(f"{stage} {task.name} (best model)", results[stage].summary, config.k))
-    if settings.get("metrics_json"):
-        extra = {
-            "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
-            "config": config.to_dict(),
-            "log": result.log.replace({np.nan: None}).to_dict("records"),
-        }
-        _write_metrics(settings["metrics_json"], data.name, config, results["valid"], results["test"], extra)
-    if settings.get("generate_recommendations") and result.checkpoint_path is not None:
-        scorer = SequentialScorer(model, popularity=result.popularity, batch_size=config.eval_batch_size)
-        _recommend(scorer, data, config, int(settings.get("top_n") or 10), result.checkpoint_path)
+        print(_format_summary(f"test {test.task_name}", test.summary, config.k))
+        if settings.get("metrics_json"):
+            extra = {
+                "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
+                "config": config.to_dict(),
+                "fit_events": result.fit_events,
+                "log": result.log.replace({np.nan: None}).to_dict("records"),
+            }
+            _write_metrics(settings["metrics_json"], data.name, config, valid, test, extra)
+        if settings.get("generate_recommendations") and result.checkpoint_path is not None:
+            _recommend(result.checkpoint_path, data, int(settings.get("top_n") or 10), str(device))
+    shutdown(context)
     return 0
 
 

@@ -71,6 +71,8 @@ def recommend(
             scores = torch.nan_to_num(scores, nan=float("-inf"))
             rankable = torch.ones_like(scores, dtype=torch.bool)
             rankable[:, 0] = False
+            if task.candidates is not None:  # ids that never occur (no-remapping data) are never recommended
+                rankable &= torch.from_numpy(task.candidates)[None, :]
             if mask_history:  # watched videos: timed history and untimed (label-only) views
                 for seen in (history, task.exclude):
                     if seen is None:

@@ -1,41 +1,69 @@
-"""Checkpoints: the original project's file names, atomic writes, fingerprint checks, loading."""
+"""Checkpoints: the original project's file names, a content digest checked on load, best and last files.
+
+A run folder (``models/<dataset>_<train_dir>``) keeps at most three checkpoints of a configuration, named
+with the original project's pattern ``<Model>.epoch=<n>.lr=<lr>.layer=<b>.head=<h>.hidden=<d>.maxlen=<l>``
+where ``n`` is always the epoch whose weights the file holds:
+
+* ``....pth``: the best-on-validation weights (what evaluation and inference load);
+* ``....last.pth``: the latest epoch with everything needed to resume (weights, optimizer, random states,
+  early-stopping state, log and the best weights);
+* ``....train_valid.pth``: under the ``train_valid`` fitting policy, the model retrained on training and
+  validation events for the epoch count that validation selected.
+
+Every checkpoint records the dataset's fingerprint, the configuration, the fitted events' digest and a
+SHA-256 digest of its tensors; :func:`read_checkpoint` refuses a file whose tensors do not match it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sasrec.data.contracts import PreparedData
-from sasrec.errors import CheckpointMismatchError, ConfigError, MissingDataError
+from sasrec.errors import CheckpointMismatchError, ConfigError, IntegrityError, MissingDataError
 from sasrec.models.base import SequentialRecommender, model_class
-from sasrec.paths import models_dir
+from sasrec.paths import atomic_path, models_dir
 from sasrec.training.config import TrainConfig
 
-CHECKPOINT_FORMAT = "sasrec-checkpoint/1"
+CHECKPOINT_FORMAT = "sasrec-checkpoint/2"
+READABLE_FORMATS = ("sasrec-checkpoint/1", CHECKPOINT_FORMAT)
+KINDS = ("best", "last", "train_valid")
+_SUFFIX = {"best": ".pth", "last": ".last.pth", "train_valid": ".train_valid.pth"}
 
 
-# ----------------------------------------------------------------------------------------- checkpoints
-def checkpoint_name(config: TrainConfig, epoch: int) -> str:
-    """The original project's file name: ``SASRec.epoch=<n>.lr=<lr>.layer=<b>.head=<h>.hidden=<d>.maxlen=<l>.pth``.
-
-    The first part is the model's name (``SASRec``, ``gSASRec``, ``BERT4Rec``, ``GRU4Rec``).
-    """
+# ------------------------------------------------------------------------------------------------ names
+def _stem(config: TrainConfig, epoch: int | None) -> str:
     prefix = model_class(config.model).checkpoint_prefix
+    epoch_part = f".epoch={epoch}" if epoch is not None else ""
     return (
-        f"{prefix}.epoch={epoch}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
-        f".hidden={config.hidden_units}.maxlen={config.maxlen}.pth"
+        f"{prefix}{epoch_part}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
+        f".hidden={config.hidden_units}.maxlen={config.maxlen}"
     )
+
+
+def checkpoint_name(config: TrainConfig, epoch: int, kind: str = "best") -> str:
+    """File name of a checkpoint holding the weights of ``epoch``, e.g.
+    ``SASRec.epoch=22.lr=0.001.layer=2.head=1.hidden=50.maxlen=200.pth`` (``.last.pth``, ``.train_valid.pth``)."""
+    if kind not in KINDS:
+        raise ConfigError(f"checkpoint kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    return _stem(config, epoch) + _SUFFIX[kind]
 
 
 def log_name(config: TrainConfig) -> str:
-    """Per-epoch log CSV beside the checkpoint (the checkpoint name without the epoch)."""
-    prefix = model_class(config.model).checkpoint_prefix
-    return (
-        f"{prefix}.lr={config.lr}.layer={config.num_blocks}.head={config.num_heads}"
-        f".hidden={config.hidden_units}.maxlen={config.maxlen}.log.csv"
-    )
+    """Per-epoch log CSV beside the checkpoints (the checkpoint name without the epoch)."""
+    return _stem(config, None) + ".log.csv"
+
+
+def checkpoint_pattern(config: TrainConfig, kind: str) -> re.Pattern[str]:
+    """Regular expression matching the file names of ``kind`` checkpoints of ``config``; group 1 = epoch."""
+    name = checkpoint_name(config, 0, kind)
+    prefix, rest = name.split(".epoch=0", 1)
+    return re.compile(re.escape(prefix) + r"\.epoch=(\d+)" + re.escape(rest) + "$")
 
 
 def run_dir(dataset_name: str, train_dir: str) -> Path:
@@ -43,19 +71,108 @@ def run_dir(dataset_name: str, train_dir: str) -> Path:
     return models_dir() / f"{dataset_name}_{train_dir}"
 
 
-def _read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def find_checkpoints(folder: Path, config: TrainConfig, kind: str) -> list[Path]:
+    """``kind`` checkpoints of ``config`` in ``folder``, newest epoch last."""
+    if not Path(folder).is_dir():
+        return []
+    pattern = checkpoint_pattern(config, kind)
+    found = [(int(m.group(1)), p) for p in Path(folder).iterdir() if (m := pattern.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(folder: Path, config: TrainConfig) -> Path:
+    """The newest complete resume checkpoint (``.last.pth``) of ``config`` in ``folder``.
+
+    Files that fail to load or to verify are skipped (an interrupted write never has the final name, but a
+    damaged disk may); :class:`MissingDataError` when none is usable.
+    """
+    candidates = find_checkpoints(folder, config, "last")
+    for path in reversed(candidates):
+        try:
+            read_checkpoint(path)
+        except (ConfigError, IntegrityError):
+            continue
+        return path
+    raise MissingDataError(
+        f"no complete checkpoint to resume in {folder} for {_stem(config, None)} "
+        f"({len(candidates)} damaged); start without --resume or pass --state_dict_path"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- digests
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors (in key order)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
+
+
+def events_digest(data: PreparedData, mask: np.ndarray) -> dict[str, Any]:
+    """Which events a model was fit on: their count and a SHA-256 of their (user, item, position) triples.
+
+    Two models fit under the same policy on the same data carry the same digest (tested).
+    """
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool)).astype(np.int64)
+    users = data.events["user"].to_numpy()[rows].astype(np.int64)
+    items = data.events["item"].to_numpy()[rows].astype(np.int64)
+    h = hashlib.sha256()
+    for array in (rows, users, items):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return {"dataset": data.name, "events": int(len(rows)), "sha256": h.hexdigest()}
+
+
+def _digested(payload: dict[str, Any]) -> dict[str, str]:
+    return {
+        key: state_digest(payload[key])
+        for key in ("model_state", "last_model_state")
+        if isinstance(payload.get(key), dict)
+    }
+
+
+# ----------------------------------------------------------------------------------------- read / write
+def write_checkpoint(payload: dict[str, Any], path: Path) -> Path:
+    """Write ``payload`` atomically to ``path`` with the format tag and the digests of its tensors."""
+    payload = {**payload, "format": CHECKPOINT_FORMAT}
+    payload["digests"] = _digested(payload)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and verify a checkpoint written by :func:`write_checkpoint`.
+
+    Raises:
+        MissingDataError: no such file.
+        ConfigError: not a checkpoint of this project (e.g. the original project's bare weights).
+        IntegrityError: the file is truncated or its tensors differ from the recorded digest.
+    """
     p = Path(path)
     if not p.is_file():
         raise MissingDataError(f"checkpoint {p} does not exist")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise ConfigError(f"checkpoint {p} cannot be read as a SASRec checkpoint: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a readable checkpoint"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise IntegrityError(
+            f"checkpoint {p} cannot be read (truncated or damaged: {reason}); retrain, or resume from "
+            "another checkpoint of the run"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise ConfigError(
             f"checkpoint {p} is not a {CHECKPOINT_FORMAT} file written by `python -m sasrec train` "
             "(the original project's .pth files hold bare weights without ids or config)"
         )
+    recorded = payload.get("digests") or {}
+    for key, digest in _digested(payload).items():
+        if key in recorded and recorded[key] != digest:
+            raise IntegrityError(
+                f"checkpoint {p}: the {key} tensors do not match their recorded SHA-256 (the file is damaged); "
+                "retrain, or resume from another checkpoint of the run"
+            )
     return payload
 
 
@@ -69,20 +186,26 @@ def check_fingerprint(payload: dict[str, Any], data: PreparedData, path: str | P
         )
 
 
+def saved_config(payload: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` a checkpoint was trained with (device reset to cpu)."""
+    return TrainConfig.from_dict({**payload["config"], "device": "cpu"})
+
+
 def load_checkpoint(
     path: str | Path, data: PreparedData | None = None, *, map_location: str | torch.device = "cpu"
 ) -> tuple[SequentialRecommender, TrainConfig, dict[str, Any]]:
-    """Load a checkpoint written by :func:`train`: (model with the best weights, in eval mode; config; payload).
+    """Load a checkpoint: (model with the checkpoint's weights, in eval mode; its config; the payload).
 
     Raises:
         MissingDataError: no such file.
         ConfigError: not a checkpoint of this project.
+        IntegrityError: damaged file.
         CheckpointMismatchError: ``data`` is given and its fingerprint differs from the checkpoint's.
     """
-    payload = _read_checkpoint(path, map_location)
+    payload = read_checkpoint(path, map_location)
     if data is not None:
         check_fingerprint(payload, data, path)
-    config = TrainConfig.from_dict({**payload["config"], "device": "cpu"})
+    config = saved_config(payload)
     model = model_class(payload.get("model_name", "sasrec"))(**payload["model_kwargs"])
     model.load_state_dict(payload["model_state"])
     model.to(map_location)
@@ -90,14 +213,16 @@ def load_checkpoint(
     return model, config, payload
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Random states to save: torch's global CPU state, the sampler's generator, CUDA's on GPU."""
     state = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved."""
     torch.set_rng_state(state["torch"].cpu())
     generator.set_state(state["sampler"].cpu())
     if device.type == "cuda" and "cuda" in state:

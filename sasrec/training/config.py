@@ -16,11 +16,24 @@ from sasrec.models.base import model_class
 
 LOSSES = ("bce", "ce", "sampled_softmax", "gbce")
 EVAL_PROTOCOLS = ("full", "sampled")
+FIT_POLICIES = ("train", "train_valid")
+RELEVANCE_RULES = ("threshold", "liked", "all", "original")
 #: Training defaults of each named model, applied by :meth:`TrainConfig.for_model` under explicit values.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "sasrec": {},
     # Petrov & Macdonald (RecSys 2023): 256 negatives, calibration t = 0.75.
     "gsasrec": {"loss": "gbce", "num_negatives": 256, "gbce_t": 0.75},
+    # Sun et al. (CIKM 2019): d = 64, 2 layers, 2 heads, dropout 0.1, mask probability 0.2, full softmax.
+    "bert4rec": {
+        "loss": "ce",
+        "hidden_units": 64,
+        "num_blocks": 2,
+        "num_heads": 2,
+        "dropout_rate": 0.1,
+        "mask_prob": 0.2,
+    },
+    # Hidasi et al. (ICLR 2016): one GRU layer of 100 units; full cross-entropy (Hidasi & Czapp, RecSys 2023).
+    "gru4rec": {"loss": "ce", "hidden_units": 100, "num_blocks": 1, "dropout_rate": 0.2},
 }
 
 
@@ -29,10 +42,18 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """Every hyperparameter of a training run (the original project's flags plus the study's).
 
-    ``weighted_dislike`` implies ``explicit_negatives``. ``patience`` counts evaluations without a
-    better validation NDCG@k (0 disables early stopping). ``attention_dropout`` None follows the reference
-    (the same rate as ``dropout_rate``); ``fast_dropout`` selects the cheap CPU dropout masks of
-    :func:`sasrec.model.fast_dropout`.
+    ``model`` names a registered model (``sasrec``, ``gsasrec``, ``bert4rec``, ``gru4rec``);
+    ``weighted_dislike`` implies ``explicit_negatives``. Early stopping: training stops once ``patience``
+    epochs have passed without a better validation NDCG@k, but never before ``min_epochs`` (``patience``
+    0 disables it). ``fit_on`` is the fitting policy shared by every model of a comparison: ``train``
+    (parameters fit on training events; at test time the input includes the validation events) or
+    ``train_valid`` (after selection on validation, the model is retrained on training + validation
+    events for the selected number of epochs, with the same seed). ``relevance`` is the relevance rule of
+    validation (``threshold``: watch_ratio > relevance_threshold; ``liked``; ``all``; ``original``:
+    the original project's, liked for dislike variants and all otherwise). ``amp`` runs CUDA training and
+    evaluation under bf16 autocast and ``compile`` wraps the model in ``torch.compile``; neither changes
+    CPU results. ``attention_dropout`` None follows the reference (the same rate as ``dropout_rate``);
+    ``fast_dropout`` selects the cheap CPU dropout masks of :func:`sasrec.models.layers.fast_dropout`.
     """
 
     model: str = "sasrec"
@@ -58,15 +79,20 @@ class TrainConfig:
     l2_emb: float = 0.0
     num_epochs: int = 20
     eval_every: int = 1
-    patience: int = 3
+    patience: int = 10
+    min_epochs: int = 0
+    fit_on: str = "train"
     k: int = 10
     seed: int = 0
     device: str = "auto"
+    relevance: str = "threshold"
     relevance_threshold: float | None = None
     eval_protocol: str = "full"
     num_eval_negatives: int = 100
     eval_batch_size: int = 512
     ce_chunk_size: int = 2048
+    amp: bool = False
+    compile: bool = False
     progress: bool | None = None
 
     def __post_init__(self) -> None:
@@ -119,6 +145,16 @@ class TrainConfig:
         ):
             positive_int(name)
         positive_int("patience", 0)
+        positive_int("min_epochs", 0)
+        if self.fit_on not in FIT_POLICIES:
+            raise ConfigError(f"fit_on must be one of {', '.join(FIT_POLICIES)}; got {self.fit_on!r}")
+        if self.relevance not in RELEVANCE_RULES:
+            raise ConfigError(
+                f"relevance must be one of {', '.join(RELEVANCE_RULES)}; got {self.relevance!r}"
+            )
+        for name in ("amp", "compile", "explicit_negatives", "weighted_dislike", "fast_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
         positive_int("seed", 0)
         if self.hidden_units % self.num_heads:
             raise ConfigError(f"num_heads ({self.num_heads}) must divide hidden_units ({self.hidden_units})")
@@ -138,6 +174,17 @@ class TrainConfig:
             )
         resolve_device(self.device, check_only=True)
         return self
+
+    def relevance_arguments(self) -> dict[str, Any]:
+        """``relevance`` and ``relevance_threshold`` for the evaluation tasks of this model: the rule
+        ``original`` resolves to liked for models trained with explicit negatives, all targets otherwise."""
+        from sasrec.data.tasks import resolve_relevance
+
+        rule = resolve_relevance(self.relevance, self.explicit_negatives)
+        return {
+            "relevance": rule,
+            "relevance_threshold": self.relevance_threshold if rule == "threshold" else None,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (stored in checkpoints)."""

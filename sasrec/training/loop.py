@@ -1,17 +1,27 @@
 """The training loop shared by every sequential model: epochs, validation, early stopping, checkpoints.
 
-Adam(betas=(0.9, 0.98)) as the reference SASRec; validation on the split's validation events after every
-``eval_every`` epochs; the best-on-validation weights are kept; the test events are never used.
+:func:`train` runs small named steps: :func:`build_run` (model, optimizer, sequences, sampler),
+:func:`restore` (resume from a ``.last.pth`` checkpoint), :func:`run_epoch`, :func:`validate`, an
+:class:`EarlyStopper` (patience counted in epochs, a minimum number of epochs) and :func:`save`
+(best and last checkpoints, log CSV). Adam(betas=(0.9, 0.98)) as the reference SASRec. The test events
+are never used: parameters are fit on the training events of the split, and under the ``train_valid``
+policy the model is then retrained on training + validation events for the epoch count validation chose.
+
+Randomness is re-seeded at every epoch from (seed, epoch, rank), so an interrupted run resumed from its
+last checkpoint reproduces the uninterrupted one exactly, with one process or many (torchrun, see
+:mod:`sasrec.training.distributed`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,43 +31,61 @@ from tqdm import tqdm
 from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError
+from sasrec.evaluation.protocol import EvalResult, evaluate
 from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.models.base import SequentialRecommender, build_model
 from sasrec.paths import atomic_path
 from sasrec.progress import progress_enabled
 from sasrec.training.checkpoints import (
-    CHECKPOINT_FORMAT,
-    _read_checkpoint,
-    _rng_state,
-    _set_rng_state,
     check_fingerprint,
     checkpoint_name,
+    events_digest,
+    find_checkpoints,
     log_name,
+    read_checkpoint,
     run_dir,
+    saved_config,
+    write_checkpoint,
 )
 from sasrec.training.config import TrainConfig, resolve_device
+from sasrec.training.distributed import (
+    SINGLE,
+    DistContext,
+    all_reduce_sum,
+    broadcast_flags,
+    epoch_shard,
+)
 from sasrec.training.losses import bce_loss, chunked_cross_entropy, gbce_beta, gbce_loss, sampled_softmax_loss
 from sasrec.training.negatives import NegativeSampler
 from sasrec.training.sequences import item_popularity, training_sequences
 
-if TYPE_CHECKING:
-    from sasrec.evaluation.protocol import EvalResult
+logger = logging.getLogger(__name__)
+#: Configuration fields a resumed run must share with its checkpoint.
+RESUME_INVARIANTS = (
+    "model", "split", "maxlen", "hidden_units", "num_blocks", "num_heads", "loss", "explicit_negatives",
+    "weighted_dislike", "fit_on", "seed", "batch_size", "lr",
+)  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------ train
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`.
 
     Attributes:
-        model: the model with the best-on-validation weights restored, in eval mode.
-        log: one row per epoch: epoch, loss, seconds, and ``valid_<metric>`` where evaluated.
+        model: the model to evaluate: best-on-validation weights (policy ``train``) or the model retrained on
+            training + validation events (policy ``train_valid``), in eval mode.
+        log: one row per epoch of the selection run: epoch, loss, seconds, ``valid_<metric>`` where evaluated.
         best_epoch: epoch of the best validation NDCG@k (0 if never evaluated).
         best_valid: validation summary of the best epoch.
-        checkpoint_path: the last checkpoint written (None when ``out_dir`` writing was disabled).
+        best_valid_result: the full validation result of the best epoch (reused, never recomputed).
+        checkpoint_path: the checkpoint holding :attr:`model` (None when nothing was saved).
+        best_checkpoint: the selection run's best-on-validation checkpoint (= ``checkpoint_path`` under the
+            ``train`` policy; the model that validation metrics describe under ``train_valid``).
+        last_checkpoint: the resume checkpoint of the selection run.
         config: the configuration used.
         stopped_early: whether patience ran out.
-        popularity: (I+1,) training-event counts per item (the scorer's fallback).
+        popularity: (I+1,) counts of the fitted events per item (the scorer's fallback for empty inputs).
+        fit_events: count and digest of the events the model's parameters were fit on.
     """
 
     model: SequentialRecommender
@@ -68,15 +96,479 @@ class TrainResult:
     config: TrainConfig
     stopped_early: bool = False
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    best_valid_result: EvalResult | None = None
+    last_checkpoint: Path | None = None
+    fit_events: dict[str, Any] = field(default_factory=dict)
+    best_checkpoint: Path | None = None
 
 
-def _check_resume(saved: TrainConfig, config: TrainConfig) -> None:
-    for name in ("split", "maxlen", "hidden_units", "num_blocks", "num_heads", "loss", "explicit_negatives"):
-        if getattr(saved, name) != getattr(config, name):
+class EarlyStopper:
+    """Stop once ``patience`` epochs passed without a better value, never before ``min_epochs``.
+
+    Patience counts epochs (not evaluations), so it means the same whatever ``eval_every`` is; 0 disables it.
+    """
+
+    def __init__(self, patience: int, min_epochs: int = 0) -> None:
+        self.patience, self.min_epochs = int(patience), int(min_epochs)
+        self.best_value, self.best_epoch = -math.inf, 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record the validation value of ``epoch``; return whether it is the best so far."""
+        improved = self.best_epoch == 0 or (not math.isnan(value) and value > self.best_value)
+        if improved:
+            self.best_value, self.best_epoch = (value if not math.isnan(value) else -math.inf), epoch
+        return improved
+
+    def should_stop(self, epoch: int) -> bool:
+        """Whether training should end after ``epoch``."""
+        return (
+            self.patience > 0
+            and self.best_epoch > 0
+            and epoch >= self.min_epochs
+            and epoch - self.best_epoch >= self.patience
+        )
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint stores to resume the stopper."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+        self.best_value, self.best_epoch = float(state["best_value"]), int(state["best_epoch"])
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training run holds (built by :func:`build_run`)."""
+
+    config: TrainConfig
+    data: PreparedData
+    device: torch.device
+    context: DistContext
+    model: SequentialRecommender
+    engine: torch.nn.Module  # the model as called for training: itself, compiled, or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    sampler: NegativeSampler
+    tensors: dict[str, torch.Tensor]  # users, inputs, targets, window: (n,) and (n, maxlen)
+    popularity: np.ndarray
+    fit_events: dict[str, Any]
+    valid_task: EvalTask | None
+    beta: float
+    folder: Path
+
+
+@dataclass
+class TrainState:
+    """What changes from epoch to epoch (and what a resume restores)."""
+
+    stopper: EarlyStopper
+    log: list[dict[str, Any]] = field(default_factory=list)
+    epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_valid: EvalResult | None = None
+    best_summary: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    best_path: Path | None = None
+    last_path: Path | None = None
+
+
+# -------------------------------------------------------------------------------------------- the steps
+def fit_mask(data: PreparedData, config: TrainConfig, *, refit: bool = False) -> np.ndarray:
+    """Events whose items the parameters are fit on: the split's training events, plus its validation
+    events when retraining under the ``train_valid`` policy (``refit``)."""
+    stage = "test" if refit else "valid"
+    history, _ = data.stage_masks(config.split, stage)  # test-stage history = train + valid events
+    return history
+
+
+def validation_task(data: PreparedData, config: TrainConfig) -> EvalTask:
+    """The split's validation task; refuses (one line) a split or relevance rule that leaves no user."""
+    task = build_eval_task(data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments())
+    n_relevant = int((np.diff(task.relevant.indptr) > 0).sum()) if len(task) else 0
+    if n_relevant == 0 or not np.any(task.relevant.data > 0):
+        raise ConfigError(
+            f"split={config.split!r} with relevance {relevance_text(config)} leaves no validation user with a relevant "
+            f"target in {data.name} ({len(task)} users have validation events); choose another split or relevance"
+        )
+    return task
+
+
+def relevance_text(config: TrainConfig) -> str:
+    """The relevance rule in words for messages (``watch_ratio > 2.0``, ``liked``, ``all``)."""
+    arguments = config.relevance_arguments()
+    if arguments["relevance"] != "threshold":
+        return repr(arguments["relevance"])
+    threshold = arguments["relevance_threshold"]
+    return f"watch_ratio > {threshold if threshold is not None else 'the dataset threshold'}"
+
+
+def build_run(
+    data: PreparedData,
+    config: TrainConfig,
+    *,
+    mask: np.ndarray,
+    validate: bool,
+    folder: Path,
+    context: DistContext = SINGLE,
+) -> TrainingRun:
+    """Model (seeded), optimizer, training sequences of the ``mask`` events, negative sampler, validation task."""
+    device = resolve_device(config.device)
+    sequences = training_sequences(data, config.split, config.maxlen, mask=mask)
+    if len(sequences.users) == 0:
+        raise ConfigError(
+            f"dataset {data.name} has no user with at least 2 training events under split {config.split!r}"
+        )
+    if config.loss in ("gbce", "sampled_softmax") and config.num_negatives >= data.num_items - 1:
+        raise ConfigError(
+            f"num_negatives={config.num_negatives} must be below the number of items - 1 ({data.num_items - 1}) of "
+            f"{data.name} for loss {config.loss!r} (gBCE's calibration needs negatives / (items - 1) < 1)"
+        )
+    valid_task = validation_task(data, config) if validate else None
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.num_items, **config.to_dict()).to(device)
+    engine: torch.nn.Module = torch.compile(model) if config.compile else model
+    if context.distributed:
+        device_ids = (
+            [device.index if device.index is not None else context.local_rank]
+            if device.type == "cuda"
+            else None
+        )
+        engine = torch.nn.parallel.DistributedDataParallel(engine, device_ids=device_ids)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    tensors = {
+        name: torch.from_numpy(getattr(sequences, name)).to(device)
+        for name in ("users", "inputs", "targets", "window")
+    }
+    return TrainingRun(
+        config=config, data=data, device=device, context=context, model=model, engine=engine,
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98)),
+        generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator),
+        tensors=tensors, popularity=item_popularity(data, mask), fit_events=events_digest(data, mask),
+        valid_task=valid_task, beta=gbce_beta(config.num_negatives, data.num_items, config.gbce_t), folder=folder,
+    )  # fmt: skip
+
+
+def restore(run: TrainingRun, path: Path) -> TrainState:
+    """Training state of a ``.last.pth`` checkpoint (weights, optimizer, stopper, log, best weights)."""
+    payload = read_checkpoint(path, run.device)
+    check_fingerprint(payload, run.data, path)
+    saved = saved_config(payload)
+    for name in RESUME_INVARIANTS:
+        if getattr(saved, name) != getattr(run.config, name):
             raise ConfigError(
-                f"cannot resume: {name} is {getattr(config, name)!r} but the checkpoint was trained with "
-                f"{getattr(saved, name)!r}"
+                f"cannot resume from {path}: {name} is {getattr(run.config, name)!r} but the checkpoint was "
+                f"trained with {getattr(saved, name)!r}"
             )
+    if "optimizer_state" not in payload:
+        raise ConfigError(
+            f"cannot resume from {path}: it holds weights only; resume from a .last.pth checkpoint"
+        )
+    run.model.load_state_dict(payload["last_model_state"])
+    run.optimizer.load_state_dict(payload["optimizer_state"])
+    stopper = EarlyStopper(run.config.patience, run.config.min_epochs)
+    if "stopper" in payload:
+        stopper.load(payload["stopper"])
+    else:  # format 1
+        stopper.best_epoch = int(payload["best_epoch"])
+        stopper.best_value = float(payload["best_valid"].get(f"ndcg@{run.config.k}", -math.inf))
+    state = TrainState(
+        stopper=stopper, log=[dict(row) for row in payload["log"]], epoch=int(payload["epoch"])
+    )
+    state.best_state = payload["model_state"] if stopper.best_epoch > 0 else None
+    state.best_summary = dict(payload["best_valid"])
+    state.stopped_early = bool(payload.get("stopped_early", False)) or stopper.should_stop(state.epoch)
+    state.last_path = Path(path)
+    best = run.folder / checkpoint_name(run.config, stopper.best_epoch, "best")
+    state.best_path = best if stopper.best_epoch > 0 and best.is_file() else None
+    return state
+
+
+def _seed_epoch(run: TrainingRun, epoch: int) -> None:
+    """Re-seed dropout and negative sampling from (seed, epoch, rank): resuming is exact at any epoch."""
+    seed = (run.config.seed * 1_000_003 + epoch * 7_919 + run.context.rank) % (2**63 - 1)
+    torch.manual_seed(seed)
+    run.generator.manual_seed(seed)
+
+
+def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
+    """One pass over this rank's shard of the users; returns the mean training loss over all ranks."""
+    config, t = run.config, run.tensors
+    _seed_epoch(run, epoch)
+    run.engine.train()
+    order = epoch_shard(len(t["users"]), epoch, config.seed, run.context).to(run.device)
+    total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of batch losses x rows, rows)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if config.amp and run.device.type == "cuda"
+        else nullcontext()
+    )
+    bar = tqdm(
+        order.split(config.batch_size), desc=f"epoch {epoch}", unit="batch", disable=not show, leave=False
+    )
+    for rows in bar:
+        with autocast:
+            mean_loss, n_terms = batch_loss_terms(
+                run.model, run.engine, run.sampler, t["users"][rows], t["inputs"][rows], t["targets"][rows],
+                t["window"][rows], config, run.beta,
+            )  # fmt: skip
+            n_global = all_reduce_sum(torch.tensor(float(n_terms), device=run.device), run.context)
+            # DDP averages gradients over ranks: scaling by n_local / n_global * world makes that average the
+            # gradient of the mean over the global batch (one DDP step == one step on the union of shards).
+            loss = mean_loss * (n_terms * run.context.world_size / n_global.clamp(min=1.0))
+            loss = loss + _regulariser(run.model, config)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        value = float(mean_loss.detach())
+        total += torch.tensor([value * len(rows), len(rows)], dtype=torch.float64, device=run.device)
+        bar.set_postfix(loss=f"{value:.4f}")
+    bar.close()
+    total = all_reduce_sum(total, run.context)
+    return float(total[0] / total[1].clamp(min=1.0))
+
+
+def validate(run: TrainingRun) -> EvalResult:
+    """Validation result of the current weights (rank 0 only; full ranking unless configured otherwise)."""
+    scorer = SequentialScorer(
+        run.model, popularity=run.popularity, batch_size=run.config.eval_batch_size, device=run.device
+    )
+    assert run.valid_task is not None
+    return evaluate_model(scorer, run.valid_task, run.config)
+
+
+def save(run: TrainingRun, state: TrainState, *, improved: bool) -> None:
+    """Write the last checkpoint (and the best one when ``improved``), then remove superseded files."""
+    config, data = run.config, run.data
+    payload = {
+        "model_name": config.model,
+        "model_kwargs": run.model.model_kwargs(),
+        "config": config.to_dict(),
+        "dataset": data.name,
+        "fingerprint": data.fingerprint,
+        "item_ids": torch.tensor(np.array(data.item_ids, dtype=np.int64)),
+        "user_ids": torch.tensor(np.array(data.user_ids, dtype=np.int64)),
+        "best_epoch": state.stopper.best_epoch,
+        "best_valid": state.best_summary,
+        "popularity": torch.from_numpy(run.popularity),
+        "fit_events": run.fit_events,
+        "log": state.log,
+    }
+    if improved and state.best_state is not None:
+        best = run.folder / checkpoint_name(config, state.stopper.best_epoch, "best")
+        write_checkpoint(
+            {**payload, "model_state": state.best_state, "epoch": state.stopper.best_epoch}, best
+        )
+        state.best_path = best
+    last = run.folder / checkpoint_name(config, state.epoch, "last")
+    write_checkpoint(
+        {
+            **payload,
+            "model_state": state.best_state if state.best_state is not None else run.model.state_dict(),
+            "last_model_state": run.model.state_dict(),
+            "optimizer_state": run.optimizer.state_dict(),
+            "epoch": state.epoch,
+            "stopper": state.stopper.state(),
+            "stopped_early": state.stopped_early,
+        },
+        last,
+    )
+    state.last_path = last
+    for kind, keep in (("best", state.best_path), ("last", last)):
+        for old in find_checkpoints(run.folder, config, kind):
+            if old != keep:
+                old.unlink(missing_ok=True)
+    with atomic_path(run.folder / log_name(config)) as tmp:
+        pd.DataFrame(state.log).to_csv(tmp, index=False)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def train(
+    data: PreparedData,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    save: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    context: DistContext = SINGLE,
+) -> TrainResult:
+    """Train ``config.model`` on ``data`` under the fitting policy ``config.fit_on``; never look at test.
+
+    Args:
+        data: prepared dataset.
+        config: hyperparameters.
+        out_dir: checkpoint folder (default ``models/<dataset>_<train_dir>``).
+        resume_from: a ``.last.pth`` checkpoint to continue from.
+        save: write best and last checkpoints and the log CSV (rank 0 only).
+        on_epoch: called with each epoch's log row on rank 0 (the command line prints it).
+        context: this process's place in a torchrun launch.
+    """
+    config.validate()
+    write = save and context.is_main
+    folder = Path(out_dir) if out_dir is not None else run_dir(data.name, config.train_dir)
+    run = build_run(data, config, mask=fit_mask(data, config), validate=True, folder=folder, context=context)
+    state = (
+        restore(run, Path(resume_from))
+        if resume_from is not None
+        else TrainState(stopper=EarlyStopper(config.patience, config.min_epochs))
+    )
+    show = progress_enabled(config.progress) and context.is_main
+    for epoch in range(state.epoch + 1, config.num_epochs + 1):
+        if state.stopped_early:
+            break
+        state.epoch = epoch
+        _epoch_step(run, state, epoch, show=show, write=write, on_epoch=on_epoch)
+    if state.best_state is not None:
+        run.model.load_state_dict(state.best_state)
+    run.model.eval()
+    result = TrainResult(
+        model=run.model, log=pd.DataFrame(state.log), best_epoch=state.stopper.best_epoch,
+        best_valid=state.best_summary, checkpoint_path=state.best_path, config=config,
+        stopped_early=state.stopped_early, popularity=run.popularity, best_valid_result=state.best_valid,
+        last_checkpoint=state.last_path, fit_events=run.fit_events,
+    )  # fmt: skip
+    if result.checkpoint_path is None and write:
+        found = find_checkpoints(folder, config, "best")
+        result.checkpoint_path = found[-1] if found else None
+    result.best_checkpoint = result.checkpoint_path
+    if config.fit_on == "train_valid":
+        result = refit(data, config, result, folder=folder, write=write, context=context)
+    return result
+
+
+def _epoch_step(
+    run: TrainingRun,
+    state: TrainState,
+    epoch: int,
+    *,
+    show: bool,
+    write: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Train one epoch, validate when due (rank 0), decide early stopping (broadcast), save."""
+    config = run.config
+    started = time.perf_counter()
+    row: dict[str, Any] = {"epoch": epoch, "loss": run_epoch(run, epoch, show=show)}
+    improved = stop = False
+    if epoch % config.eval_every == 0 or epoch == config.num_epochs:
+        if run.context.is_main:
+            result = validate(run)
+            row.update({f"valid_{key}": float(value) for key, value in result.summary.items()})
+            improved = state.stopper.update(epoch, float(result.summary.get(f"ndcg@{config.k}", math.nan)))
+            if improved:
+                state.best_state = {
+                    key: value.detach().clone() for key, value in run.model.state_dict().items()
+                }
+                state.best_valid, state.best_summary = (
+                    result,
+                    {k: float(v) for k, v in result.summary.items()},
+                )
+            stop = state.stopper.should_stop(epoch)
+        improved, stop = broadcast_flags([improved, stop], run.context, run.device)
+    state.stopped_early = stop
+    row["seconds"] = time.perf_counter() - started
+    state.log.append(row)
+    if run.context.is_main and on_epoch is not None:
+        on_epoch(row)
+    if write:
+        save(run, state, improved=improved)
+
+
+def refit(
+    data: PreparedData,
+    config: TrainConfig,
+    selected: TrainResult,
+    *,
+    folder: Path,
+    write: bool,
+    context: DistContext = SINGLE,
+) -> TrainResult:
+    """The ``train_valid`` policy: retrain from scratch on training + validation events for the selected
+    number of epochs, with the same seed (nothing looks at test); saves ``....train_valid.pth``."""
+    epochs = max(selected.best_epoch, 1)
+    run = build_run(
+        data, config, mask=fit_mask(data, config, refit=True), validate=False, folder=folder, context=context
+    )
+    for epoch in range(1, epochs + 1):
+        run_epoch(run, epoch)
+    run.model.eval()
+    path = None
+    if write:
+        path = folder / checkpoint_name(config, epochs, "train_valid")
+        write_checkpoint(
+            {
+                "model_name": config.model, "model_kwargs": run.model.model_kwargs(), "config": config.to_dict(),
+                "dataset": data.name, "fingerprint": data.fingerprint,
+                "item_ids": torch.tensor(np.array(data.item_ids, dtype=np.int64)),
+                "user_ids": torch.tensor(np.array(data.user_ids, dtype=np.int64)),
+                "model_state": run.model.state_dict(), "epoch": epochs, "best_epoch": selected.best_epoch,
+                "best_valid": selected.best_valid, "popularity": torch.from_numpy(run.popularity),
+                "fit_events": run.fit_events, "log": selected.log.to_dict("records"),
+            },
+            path,
+        )  # fmt: skip
+        for old in find_checkpoints(folder, config, "train_valid"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    logger.info(
+        "retrained %s on training + validation events for %d epochs (fit_on=train_valid)",
+        config.model,
+        epochs,
+    )
+    return replace(
+        selected, model=run.model, checkpoint_path=path, popularity=run.popularity, fit_events=run.fit_events
+    )
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def batch_loss_terms(
+    model: SequentialRecommender,
+    engine: torch.nn.Module,
+    sampler: NegativeSampler,
+    users: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    window: torch.Tensor,
+    config: TrainConfig,
+    beta: float,
+) -> tuple[torch.Tensor, int]:
+    """(mean loss over the batch's loss positions, number of those positions) under ``config.loss``.
+
+    The model decides what it is trained on (:meth:`SequentialRecommender.training_batch`): next items for
+    causal models, masked items for BERT4Rec; losses and negatives are shared by every model. ``engine``
+    is the model as called for the forward pass (DDP wrapper or compiled module, or the model itself).
+    """
+    inputs, targets = model.training_batch(inputs, targets, window, sampler.generator)
+    hidden = engine(inputs)  # (B, T, d)
+    valid = targets != 0  # (B, T)
+    n_terms = int(valid.sum())
+    if config.loss == "bce":
+        negatives, disliked = sampler.bce_negatives(users, targets, explicit=config.explicit_negatives)
+        logits = model.score_items(hidden, torch.stack([targets, negatives], dim=-1))  # (B, T, 2): one lookup
+        pos_logits, neg_logits = logits[..., 0], logits[..., 1]  # (B, T) each
+        weight = None
+        if config.weighted_dislike:
+            weight = torch.where(disliked, float(config.dislike_weight), 1.0)  # (B, T)
+        return bce_loss(pos_logits, neg_logits, valid, weight), n_terms
+    if config.loss == "ce":
+        return chunked_cross_entropy(
+            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size
+        ), n_terms
+    negatives = sampler.uniform(users, (config.num_negatives,))  # (B, K) shared by a row's positions
+    pos_logits = model.score_items(hidden, targets)[valid]  # (N,)
+    neg_logits = torch.matmul(hidden, model.output_embeddings()[negatives].transpose(1, 2))[valid]  # (N, K)
+    if config.loss == "sampled_softmax":
+        return sampled_softmax_loss(pos_logits, neg_logits), n_terms
+    return gbce_loss(pos_logits, neg_logits, beta), n_terms
+
+
+def _regulariser(model: SequentialRecommender, config: TrainConfig) -> torch.Tensor | float:
+    """The reference's L2 term on the item embeddings (``l2_emb``; 0 by default)."""
+    if config.l2_emb > 0:
+        return config.l2_emb * torch.linalg.vector_norm(model.output_embeddings())
+    return 0.0
 
 
 def _batch_loss(
@@ -89,46 +581,15 @@ def _batch_loss(
     config: TrainConfig,
     beta: float,
 ) -> torch.Tensor:
-    """Loss of one batch (B users) under ``config.loss``; positions whose loss target is 0 contribute nothing.
-
-    The model decides what it is trained on (:meth:`SequentialRecommender.training_batch`): next items for
-    causal models, masked items for BERT4Rec; the losses and negatives are the same for every model.
-    """
-    inputs, targets = model.training_batch(inputs, targets, window, sampler.generator)
-    hidden = model(inputs)  # (B, T, d)
-    valid = targets != 0  # (B, T)
-    if config.loss == "bce":
-        negatives, disliked = sampler.bce_negatives(users, targets, explicit=config.explicit_negatives)
-        logits = model.score_items(hidden, torch.stack([targets, negatives], dim=-1))  # (B, T, 2): one lookup
-        pos_logits, neg_logits = logits[..., 0], logits[..., 1]  # (B, T) each
-        weight = None
-        if config.weighted_dislike:
-            weight = torch.where(disliked, float(config.dislike_weight), 1.0)  # (B, T)
-        loss = bce_loss(pos_logits, neg_logits, valid, weight)
-    elif config.loss == "ce":
-        loss = chunked_cross_entropy(
-            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size
-        )
-    else:
-        negatives = sampler.uniform(users, (config.num_negatives,))  # (B, K) shared by a row's positions
-        pos_logits = model.score_items(hidden, targets)[valid]  # (N,)
-        neg_emb = model.output_embeddings()[negatives]  # (B, K, d)
-        neg_logits = torch.matmul(hidden, neg_emb.transpose(1, 2))[valid]  # (N, K)
-        if config.loss == "sampled_softmax":
-            loss = sampled_softmax_loss(pos_logits, neg_logits)
-        else:
-            loss = gbce_loss(pos_logits, neg_logits, beta)
-    if config.l2_emb > 0:
-        loss = loss + config.l2_emb * torch.linalg.vector_norm(model.output_embeddings())  # as the reference
-    return loss
+    """Loss of one batch in one process (mean over loss positions, plus the L2 term)."""
+    mean_loss, _ = batch_loss_terms(model, model, sampler, users, inputs, targets, window, config, beta)
+    return mean_loss + _regulariser(model, config)
 
 
 def evaluate_model(
     scorer: SequentialScorer, task: EvalTask, config: TrainConfig, progress: bool | None = False
 ) -> EvalResult:
-    """Evaluate a SASRec scorer on ``task`` with the config's K, protocol, negatives and seed."""
-    from sasrec.evaluation.protocol import evaluate
-
+    """Evaluate a scorer on ``task`` with the config's K, protocol, negatives and seed."""
     return evaluate(
         scorer,
         task,
@@ -138,178 +599,4 @@ def evaluate_model(
         seed=config.seed,
         batch_size=config.eval_batch_size,
         progress=progress,
-    )
-
-
-def _evaluate_valid(
-    model: SequentialRecommender,
-    task: EvalTask,
-    config: TrainConfig,
-    popularity: np.ndarray,
-    device: torch.device,
-) -> dict[str, float]:
-    scorer = SequentialScorer(model, popularity=popularity, batch_size=config.eval_batch_size, device=device)
-    return {key: float(value) for key, value in evaluate_model(scorer, task, config).summary.items()}
-
-
-def _write_log(log: list[dict[str, Any]], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pd.DataFrame(log).to_csv(tmp, index=False)
-
-
-def train(
-    data: PreparedData,
-    config: TrainConfig,
-    *,
-    out_dir: str | Path | None = None,
-    resume_from: str | Path | None = None,
-    save: bool = True,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainResult:
-    """Train SASRec on ``data``'s training events of ``config.split``; validate on its validation events.
-
-    Adam(betas=(0.9, 0.98)) as the reference; validation NDCG@k every ``eval_every`` epochs with
-    ``sasrec.evaluate.evaluate``; early stopping after ``patience`` evaluations without improvement; the
-    best-on-validation weights are restored at the end. The test events are never used. Deterministic
-    on CPU for a given seed; resuming from a checkpoint reproduces the uninterrupted run exactly.
-
-    Args:
-        data: prepared dataset.
-        config: hyperparameters.
-        out_dir: checkpoint folder (default ``models/<dataset>_<train_dir>``).
-        resume_from: checkpoint to continue from (its last-epoch weights, optimizer and RNG states).
-        save: write a checkpoint and the log CSV after every epoch.
-        on_epoch: called with each epoch's log row (the command line prints it).
-    """
-    config.validate()
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
-    model = build_model(config.model, data.num_items, **config.to_dict()).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
-
-    train_mask, _ = data.stage_masks(config.split, "valid")
-    sequences = training_sequences(data, config.split, config.maxlen)
-    if len(sequences.users) == 0:
-        raise ConfigError(
-            f"dataset {data.name} has no user with at least 2 training events under split {config.split!r}"
-        )
-    sampler = NegativeSampler(data, train_mask, device=device, generator=generator)
-    users_t = torch.from_numpy(sequences.users).to(device)
-    inputs_t = torch.from_numpy(sequences.inputs).to(device)
-    targets_t = torch.from_numpy(sequences.targets).to(device)
-    window_t = torch.from_numpy(sequences.window).to(device)
-    popularity = item_popularity(data, train_mask)
-    valid_task = build_eval_task(
-        data, config.split, "valid", maxlen=config.maxlen, relevance_threshold=config.relevance_threshold
-    )
-    beta = gbce_beta(config.num_negatives, data.num_items, config.gbce_t)
-    metric = f"ndcg@{config.k}"
-
-    log: list[dict[str, Any]] = []
-    start_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, best_valid, best_value, bad_evals = 0, {}, -math.inf, 0
-    if resume_from is not None:
-        payload = _read_checkpoint(resume_from, device)
-        check_fingerprint(payload, data, resume_from)
-        _check_resume(TrainConfig.from_dict({**payload["config"], "device": "cpu"}), config)
-        model.load_state_dict(payload["last_model_state"])
-        optimizer.load_state_dict(payload["optimizer_state"])
-        _set_rng_state(payload["rng"], generator, device)
-        log = [dict(row) for row in payload["log"]]
-        start_epoch = int(payload["epoch"])
-        best_state = payload["model_state"] if payload["best_epoch"] > 0 else None
-        best_epoch = int(payload["best_epoch"])
-        best_valid = dict(payload["best_valid"])
-        best_value = float(best_valid.get(metric, -math.inf))
-        bad_evals = int(payload["bad_evals"])
-
-    folder = Path(out_dir) if out_dir is not None else run_dir(data.name, config.train_dir)
-    checkpoint_path: Path | None = Path(resume_from) if resume_from is not None else None
-    written_by_us: Path | None = None
-    stopped_early = 0 < config.patience <= bad_evals
-    show = progress_enabled(config.progress)
-    n_users = len(sequences.users)
-    for epoch in range(start_epoch + 1, config.num_epochs + 1):
-        if stopped_early:
-            break
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(n_users, generator=generator, device=device)
-        batches = order.split(config.batch_size)
-        total, count = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not show, leave=False)
-        for rows in bar:
-            loss = _batch_loss(
-                model, sampler, users_t[rows], inputs_t[rows], targets_t[rows], window_t[rows], config, beta
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            total += value * len(rows)
-            count += len(rows)
-            bar.set_postfix(loss=f"{value:.4f}")
-        bar.close()
-        row: dict[str, Any] = {"epoch": epoch, "loss": total / max(count, 1)}
-        if epoch % config.eval_every == 0 or epoch == config.num_epochs:
-            summary = _evaluate_valid(model, valid_task, config, popularity, device)
-            row.update({f"valid_{key}": value for key, value in summary.items()})
-            current = summary.get(metric, float("nan"))
-            if best_state is None or (not math.isnan(current) and current > best_value):
-                best_value = current if not math.isnan(current) else -math.inf
-                best_epoch, best_valid = epoch, summary
-                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-                bad_evals = 0
-            else:
-                bad_evals += 1
-            stopped_early = 0 < config.patience <= bad_evals
-        row["seconds"] = time.perf_counter() - started
-        log.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if save:
-            checkpoint_path = folder / checkpoint_name(config, epoch)
-            payload = {
-                "format": CHECKPOINT_FORMAT,
-                "model_state": best_state if best_state is not None else model.state_dict(),
-                "last_model_state": model.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "model_name": config.model,
-                "model_kwargs": model.model_kwargs(),
-                "config": config.to_dict(),
-                "dataset": data.name,
-                "fingerprint": data.fingerprint,
-                "item_ids": torch.tensor(np.array(data.item_ids, dtype=np.int64)),
-                "user_ids": torch.tensor(np.array(data.user_ids, dtype=np.int64)),
-                "epoch": epoch,
-                "best_epoch": best_epoch,
-                "best_valid": best_valid,
-                "bad_evals": bad_evals,
-                "stopped_early": stopped_early,
-                "rng": _rng_state(generator, device),
-                "log": log,
-                "popularity": torch.from_numpy(popularity),
-            }
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save(payload, tmp)
-            _write_log(log, folder / log_name(config))
-            if written_by_us is not None and written_by_us != checkpoint_path and written_by_us.exists():
-                written_by_us.unlink()
-            written_by_us = checkpoint_path
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(
-        model=model,
-        log=pd.DataFrame(log),
-        best_epoch=best_epoch,
-        best_valid=best_valid,
-        checkpoint_path=checkpoint_path,
-        config=config,
-        stopped_early=stopped_early,
-        popularity=popularity,
     )

@@ -27,10 +27,16 @@ class TrainingSequences:
     window: np.ndarray
 
 
-def training_sequences(data: PreparedData, split: str, maxlen: int) -> TrainingSequences:
-    """Build :class:`TrainingSequences` from ``data``'s training events of ``split`` (vectorised)."""
-    train_mask, _ = data.stage_masks(split, "valid")
-    indptr, items = data.sequences(train_mask)
+def training_sequences(
+    data: PreparedData, split: str, maxlen: int, *, mask: np.ndarray | None = None
+) -> TrainingSequences:
+    """Build :class:`TrainingSequences` from the ``mask`` events (default: the training events of ``split``).
+
+    Vectorised; users with fewer than two such events have no training sequence.
+    """
+    if mask is None:
+        mask, _ = data.stage_masks(split, "valid")
+    indptr, items = data.sequences(mask)
     lengths = np.diff(indptr)  # (U+1,)
     users = np.flatnonzero(lengths >= 2).astype(np.int64)
     tails = left_padded_tails(indptr, items, users, maxlen + 1)  # (n, maxlen + 1)
