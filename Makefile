@@ -25,7 +25,7 @@ DATA_STAMP := data/.stamps/$(PROFILE).data
 export SASREC_PROGRESS ?= 0
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab data simulate report test paper bench lint format clean FORCE
+.PHONY: help setup lab data simulate report test test-unit test-notebooks train-ddp paper bench lint format clean FORCE
 
 help: ## Show this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,8 +39,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## Create .venv (venv + pip) and install the package with pinned dependencies
 
-lab: setup ## Open JupyterLab on notebooks/
-	$(VENV)/bin/jupyter lab notebooks/
+LAB_ARGS ?=
+lab: setup ## Open JupyterLab on notebooks/ (LAB_ARGS="--port 8899 --no-browser" passes flags; --allow-root as root)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 data: setup ## Download the official KuaiRec 2.0 archive into data/raw (resume, unzip, validate)
 	$(PY) -m sasrec download $(if $(ARCHIVE),--archive "$(ARCHIVE)",)
@@ -73,24 +74,37 @@ report: $(OUT)/README.md ## Run notebooks 01-06 headlessly (PROFILE=full|smoke) 
 test: setup lint ## Lint, then the unit tests and the nbval notebook tests (smoke parameters)
 	$(PY) -m pytest -q tests
 
+test-unit: setup ## Only the unit tests (pytest -m unit)
+	$(PY) -m pytest -q -m unit tests
+
+test-notebooks: setup ## Only the nbval notebook tests on smoke parameters (pytest -m notebooks)
+	$(PY) -m pytest -q -m notebooks tests
+
+NPROC ?= 2
+DDP_ARGS ?= --dataset=small_matrix --train_dir=ddp --device=cpu --num_epochs=5
+train-ddp: setup ## Data-parallel training with torchrun (NPROC processes; DDP_ARGS are train's flags)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m sasrec train $(DDP_ARGS)
+
 SASREC_TXT ?= data/sasrec/ml-1m.txt
 paper: setup ## SASRec paper's protocol on a SASRec-format file (SASREC_TXT=path/ml-1m.txt): leave-one-out, 100 sampled negatives
 	$(PY) -m sasrec train --dataset=$(SASREC_TXT) --train_dir=paper --split=leave_one_out --eval_protocol=sampled \
 		--num_eval_negatives=100 --maxlen=200 --dropout_rate=0.2 --hidden_units=50 --num_blocks=2 --num_heads=1 \
-		--lr=0.001 --batch_size=128 --num_epochs=200 --eval_every=20 --patience=3 \
+		--lr=0.001 --batch_size=128 --num_epochs=200 --eval_every=20 --patience=60 \
 		--metrics_json=reports/metrics/paper_protocol_$(notdir $(basename $(SASREC_TXT))).json
 
 bench: setup ## Run the performance benchmarks (minutes; figures printed and saved to reports/bench.json)
 	$(PY) benchmarks/run_all.py
 
-lint: setup ## ruff check, ruff format --check, notebooks stored without outputs
-	$(VENV)/bin/ruff check sasrec tests benchmarks
-	$(VENV)/bin/ruff format --check sasrec tests benchmarks
+lint: setup ## ruff check and format --check (package, tests, benchmarks, notebooks); notebooks stripped and in sync
+	$(VENV)/bin/ruff check sasrec tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check sasrec tests benchmarks notebooks
 	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
+	$(PY) -m sasrec report params --check
 
-format: setup ## Apply ruff formatting and strip notebook outputs
-	$(VENV)/bin/ruff format sasrec tests benchmarks
-	$(VENV)/bin/ruff check --fix sasrec tests benchmarks
+format: setup ## Sync notebooks' parameters cells from params/full, apply ruff, strip notebook outputs
+	$(PY) -m sasrec report params
+	$(VENV)/bin/ruff format sasrec tests benchmarks notebooks
+	$(VENV)/bin/ruff check --fix sasrec tests benchmarks notebooks
 	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
 clean: ## Remove executed notebooks, HTML, smoke reports, caches (keeps data/raw and committed results)

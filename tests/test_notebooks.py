@@ -1,8 +1,9 @@
 """Notebook hygiene, and nbval runs of every notebook on the smoke parameters.
 
-The notebooks are parameterised with ``params/smoke/*.yaml`` by papermill (without executing), then
-executed cell by cell by nbval (``--nbval-lax``: every cell must run without error) in a temporary project
-root (``SASREC_ROOT``), so nothing is written into the repository.
+The notebooks are parameterised with ``params/smoke/*.yaml`` by papermill (without executing), then executed
+cell by cell by nbval (``--nbval-lax``: every cell must run without error) in a temporary project root
+(``SASREC_ROOT``), so nothing is written into the repository. Each notebook test can run alone: a notebook
+whose inputs another notebook writes (04 reads 03's training summary) has that notebook executed first.
 """
 
 from __future__ import annotations
@@ -14,30 +15,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+
+from sasrec.errors import ConfigError
+from sasrec.study import notebooks as nb_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NAMES = [nb.stem for nb in NOTEBOOKS]
 EXPECTED = ["01_eda", "02_prepare_data", "03_train", "04_evaluate", "05_cross_dataset", "06_experiments"]
+SHARED = ("paths", "simulator", "preparation", "progress")
+#: metrics a notebook needs from an earlier one (the earlier notebook runs first when they are missing)
+NEEDS = {"04_evaluate": ("03_train", "training")}
 
 
 def _cells(notebook: Path) -> list[dict]:
     return json.loads(notebook.read_text(encoding="utf-8"))["cells"]
 
 
-def _parameters(notebook: Path) -> dict:
-    tagged = [c for c in _cells(notebook) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1, f"{notebook.name}: exactly one cell must be tagged 'parameters'"
-    tree = ast.parse("".join(tagged[0]["source"]))
-    values = {}
-    for node in tree.body:
-        assert (
-            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-        ), f"{notebook.name}: the parameters cell may only hold `name = literal` lines"
-        values[node.targets[0].id] = ast.literal_eval(node.value)  # raises on anything but a literal
-    return values
+def _params(profile: str, name: str) -> dict:
+    return yaml.safe_load((ROOT / "params" / profile / f"{name}.yaml").read_text(encoding="utf-8"))
 
 
 def test_all_notebooks_present() -> None:
@@ -45,12 +44,52 @@ def test_all_notebooks_present() -> None:
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NAMES)
-def test_parameters_cell_defaults_equal_the_full_profile(notebook: Path) -> None:
-    defaults = _parameters(notebook)
-    full = yaml.safe_load((ROOT / "params" / "full" / f"{notebook.stem}.yaml").read_text(encoding="utf-8"))
-    smoke = yaml.safe_load((ROOT / "params" / "smoke" / f"{notebook.stem}.yaml").read_text(encoding="utf-8"))
-    assert defaults == full
-    assert set(smoke) <= set(defaults), f"smoke profile sets unknown parameters: {set(smoke) - set(defaults)}"
+def test_parameters_cell_equals_the_full_profile(notebook: Path) -> None:
+    defaults = nb_tools.parameters_cell(notebook)
+    assert defaults == _params("full", notebook.stem), "run `make format` to sync the parameters cell"
+    smoke = _params("smoke", notebook.stem)
+    assert set(smoke) == set(defaults), (
+        f"smoke and full profiles set different parameters: {set(smoke) ^ set(defaults)}"
+    )
+
+
+@pytest.mark.parametrize("profile", ["full", "smoke"])
+def test_every_notebook_of_a_profile_shares_paths_simulator_and_preparation(profile: str) -> None:
+    first = _params(profile, EXPECTED[0])
+    for name in EXPECTED[1:]:
+        params = _params(profile, name)
+        for key in SHARED:
+            assert params[key] == first[key], f"{profile}/{name}.yaml: {key} differs from {EXPECTED[0]}.yaml"
+
+
+def test_parameters_sync_detects_and_repairs_a_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params" / "full").mkdir(parents=True)
+    source = ROOT / "notebooks" / "03_train.ipynb"
+    (root / "notebooks" / source.name).write_text(source.read_text(encoding="utf-8"))
+    params = _params("full", "03_train")
+    params["training"]["num_epochs"] = 7  # a changed value in the YAML only
+    (root / "params" / "full" / "03_train.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.setenv("SASREC_ROOT", str(root))
+    problems = nb_tools.check(root / "notebooks")
+    assert len(problems) == 1 and "training" in problems[0] and "make format" in problems[0]
+    assert nb_tools.sync_parameters(root / "notebooks" / "03_train.ipynb")
+    assert nb_tools.check(root / "notebooks") == []
+    assert nb_tools.parameters_cell(root / "notebooks" / "03_train.ipynb")["training"]["num_epochs"] == 7
+
+
+def test_overrides_of_one_value_and_their_errors() -> None:
+    params = _params("full", "03_train")
+    changed = nb_tools.apply_overrides(params, ["training.num_epochs=10", "models.gru4rec.dropout_rate=0.5"])
+    assert changed["training"]["num_epochs"] == 10 and changed["models"]["gru4rec"]["dropout_rate"] == 0.5
+    assert params["training"]["num_epochs"] != 10  # the input is not modified
+    with pytest.raises(ConfigError, match="num_epoch"):
+        nb_tools.apply_overrides(params, ["training.num_epoch=10"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        nb_tools.apply_overrides(params, ["training.num_epochs"])
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NAMES)
@@ -64,50 +103,71 @@ def test_notebooks_are_thin_and_stored_without_outputs(notebook: Path) -> None:
         assert not defined, f"{notebook.name}: notebooks call sasrec, they define no functions or classes"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary project root holding the notebooks parameterised with the smoke profile."""
     papermill = pytest.importorskip("papermill")
     root = tmp_path_factory.mktemp("smoke_project")
     (root / "notebooks").mkdir()
     for notebook in NOTEBOOKS:
-        params = yaml.safe_load(
-            (ROOT / "params" / "smoke" / f"{notebook.stem}.yaml").read_text(encoding="utf-8")
-        )
         papermill.execute_notebook(
             str(notebook),
             str(root / "notebooks" / notebook.name),
-            parameters=params,
+            parameters=_params("smoke", notebook.stem),
             prepare_only=True,
             kernel_name="python3",
         )
     return root
 
 
+def _environment(project: Path) -> dict[str, str]:
+    return {**os.environ, "SASREC_ROOT": str(project), "SASREC_PROGRESS": "0", "MPLBACKEND": "Agg"}
+
+
+def _ensure_inputs(project: Path, name: str) -> None:
+    """Run the notebook whose outputs ``name`` reads when they are missing (a test that runs alone)."""
+    if name not in NEEDS:
+        return
+    earlier, produced = NEEDS[name]
+    if (project / "reports" / "smoke" / "metrics" / f"{produced}.json").is_file():
+        return
+    import papermill
+
+    os.environ.update({k: v for k, v in _environment(project).items() if k.startswith(("SASREC", "MPL"))})
+    papermill.execute_notebook(
+        str(project / "notebooks" / f"{earlier}.ipynb"),
+        str(project / f"{earlier}.executed.ipynb"),
+        kernel_name="python3",
+        cwd=str(project / "notebooks"),
+        progress_bar=False,
+    )
+
+
+@pytest.mark.notebooks
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_under_nbval_on_smoke_parameters(smoke_project: Path, name: str) -> None:
-    env = {**os.environ, "SASREC_ROOT": str(smoke_project), "SASREC_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    _ensure_inputs(smoke_project, name)
     command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "--nbval-lax",
-        "--nbval-current-env",
-        "--nbval-cell-timeout=900",
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "addopts=",
-        "--rootdir",
-        str(smoke_project),
+        sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
+        "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(smoke_project),
         str(smoke_project / "notebooks" / f"{name}.ipynb"),
-    ]
+    ]  # fmt: skip
     completed = subprocess.run(
-        command, cwd=smoke_project, env=env, capture_output=True, text=True, check=False
+        command,
+        cwd=smoke_project,
+        env=_environment(smoke_project),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
-    if name == "06_experiments":
-        metrics = smoke_project / "reports" / "smoke" / "metrics"
-        for produced in ("eda", "prepare", "training", "evaluation", "cross_dataset", "experiments"):
-            assert (metrics / f"{produced}.json").is_file(), f"{produced}.json was not written"
+    metrics = smoke_project / "reports" / "smoke" / "metrics"
+    produced = {"01_eda": "eda", "02_prepare_data": "prepare", "03_train": "training", "04_evaluate": "evaluation",
+                "05_cross_dataset": "cross_dataset", "06_experiments": "experiments"}[name]  # fmt: skip
+    assert (metrics / f"{produced}.json").is_file(), f"{produced}.json was not written"
+    payload = json.loads((metrics / f"{produced}.json").read_text())
+    assert "simulator" in payload["data_source"]  # every report says which data it ran on
+    if name == "04_evaluate":
+        models = set(pd.DataFrame(payload["table"])["model"])
+        assert {"random", "pop", "sasrec_bce", "gsasrec", "bert4rec", "gru4rec"} <= models
+        assert payload["fit_on"] == "train" and len({row["sha256"] for row in payload["fit_events"]}) == 1

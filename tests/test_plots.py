@@ -118,7 +118,7 @@ def _sequence_lengths(frames: dict[str, pd.DataFrame], out: Path) -> Figure:
 def _training_curves(frames: dict[str, pd.DataFrame], out: Path) -> Figure:
     log = pd.DataFrame(
         {
-            "variant": ["bce"] * 4 + ["ce"] * 4,
+            "model": ["sasrec_bce"] * 4 + ["sasrec_ce"] * 4,
             "epoch": [1, 2, 3, 4] * 2,
             "loss": [1.0, 0.8, 0.7, 0.65, 8.0, 7.0, 6.5, 6.3],
             "valid_ndcg@10": [np.nan, 0.1, np.nan, 0.12, np.nan, 0.15, np.nan, 0.2],
@@ -295,4 +295,4 @@ def test_grid_effects_has_one_panel_per_hyperparameter() -> None:
 
 def test_missing_columns_raise_data_validation_error() -> None:
     with pytest.raises(DataValidationError, match="valid_ndcg@10"):
-        plots.plot_training_curves(pd.DataFrame({"variant": ["a"], "epoch": [1], "loss": [1.0]}))
+        plots.plot_training_curves(pd.DataFrame({"model": ["a"], "epoch": [1], "loss": [1.0]}))

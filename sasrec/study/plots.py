@@ -420,24 +420,27 @@ def plot_sequence_lengths(
 def plot_training_curves(
     log: pd.DataFrame, out: str | Path | None = None, metric: str = "valid_ndcg@10"
 ) -> Figure:
-    """Two panels per training log: loss per epoch and validation ``metric`` (NaN epochs skipped), per variant."""
-    eda.require_columns(log, ["variant", "epoch", "loss", metric], "plot_training_curves")
+    """Two panels: training loss per epoch (log scale: the models' losses differ in kind) and validation
+    ``metric`` (epochs without validation skipped), one line per model."""
+    eda.require_columns(log, ["model", "epoch", "loss", metric], "plot_training_curves")
     fig, axes = _new_figure(1, 2)
-    colors = palette(list(dict.fromkeys(log["variant"])))
-    for variant, part in log.sort_values("epoch", kind="stable").groupby("variant", sort=False):
-        axes[0, 0].plot(part["epoch"], part["loss"], color=colors[variant], label=str(variant))
+    colors = palette(list(dict.fromkeys(log["model"])))
+    for model, part in log.sort_values("epoch", kind="stable").groupby("model", sort=False):
+        axes[0, 0].plot(part["epoch"], part["loss"], color=colors[model], label=str(model))
         evaluated = part.dropna(subset=[metric])
+        marker = "o" if len(evaluated) <= 30 else None
         axes[0, 1].plot(
-            evaluated["epoch"], evaluated[metric], marker="o", color=colors[variant], label=str(variant)
+            evaluated["epoch"], evaluated[metric], marker=marker, color=colors[model], label=str(model)
         )
-    axes[0, 0].set_title("Training loss")
+    axes[0, 0].set_title("Training loss (each model's own loss)")
     axes[0, 0].set_ylabel("loss")
+    axes[0, 0].set_yscale("log")
     axes[0, 1].set_title(f"Validation {metric.removeprefix('valid_')}")
     axes[0, 1].set_ylabel(metric)
     for ax in axes.flat:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(loc="best")
+    axes[0, 1].legend(loc="best", fontsize="small")
     return _finish(fig, out)
 
 

@@ -1,9 +1,11 @@
-"""The regenerated results summary (``reports/README.md``) and the report's data step.
+"""The regenerated results summary (``reports/README.md``), rendered from a Jinja2 template, and the report's
+data step.
 
 ``python -m sasrec report data --profile P --stamp FILE`` makes sure the profile's data exist (simulating
 them when no real KuaiRec is present) and touches FILE only when the data changed, so ``make`` reruns
 notebooks exactly when their inputs changed. ``python -m sasrec report summary --reports-dir DIR`` writes
-DIR/README.md with every number taken from DIR/metrics/*.json.
+DIR/README.md from ``templates/summary.md.j2`` with every number, and every protocol setting (K, split,
+relevance rule, fitting policy, data source), read from DIR/metrics/*.json: nothing is written in literally.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau
 
 from sasrec import paths
 from sasrec.config import load_yaml_mapping
 from sasrec.errors import MissingDataError
-from sasrec.study.steps import metric_table
+from sasrec.study.comparisons import metric_table
 
-HEADLINE = ("ndcg@10", "graded_ndcg@10", "precision@10", "recall@10", "hr@10")
+METRIC_FILES = ("eda", "prepare", "training", "evaluation", "training_big", "cross_dataset", "experiments")
+TEMPLATE = "summary.md.j2"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -44,18 +49,25 @@ def markdown_table(frame: pd.DataFrame, *, floatfmt: str = ".4g", index: bool = 
     return "\n".join([header, rule, *body])
 
 
-def _load(metrics: Path, name: str) -> dict[str, Any] | None:
-    path = metrics / f"{name}.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def load_metrics(reports_dir: str | Path) -> dict[str, dict[str, Any] | None]:
+    """Every metrics JSON of a report folder (None where a notebook has not run)."""
+    metrics = paths.resolve(reports_dir) / "metrics"
+    loaded = {}
+    for name in METRIC_FILES:
+        path = metrics / f"{name}.json"
+        loaded[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return loaded
 
 
-def _table(payload: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(payload["table"])
+def _frame(payload: dict[str, Any] | None, key: str) -> pd.DataFrame:
+    return pd.DataFrame((payload or {}).get(key) or [])
 
 
 def _value(
     table: pd.DataFrame, model: str, task: str, metric: str, protocol: str = "full", what: str = "mean"
 ) -> float:
+    if table.empty:
+        return float("nan")
     sub = table[
         (table["model"] == model)
         & (table["task"] == task)
@@ -67,317 +79,315 @@ def _value(
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=paths.project_root(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.project_root(), capture_output=True,
+                             text=True, check=False)  # fmt: skip
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
 
 
-# ------------------------------------------------------------------------------------------ findings
-def _compare(table: pd.DataFrame, a: str, b: str, task: str, metric: str = "ndcg@10") -> str:
-    """Sentence comparing models a and b with their intervals."""
-    va, vb = _value(table, a, task, metric), _value(table, b, task, metric)
-    la, ha = _value(table, a, task, metric, what="low"), _value(table, a, task, metric, what="high")
-    lb, hb = _value(table, b, task, metric, what="low"), _value(table, b, task, metric, what="high")
-    if np.isnan(va) or np.isnan(vb):
+def relevance_text(setup: dict[str, Any]) -> str:
+    """How relevance was decided, in words (``watch_ratio > 2.0``, ``liked (watch_ratio > 0.7)``, ``every target``)."""
+    rule = setup.get("relevance", "threshold")
+    if rule == "threshold":
+        threshold = setup.get("relevance_threshold")
+        return f"watch_ratio > {threshold if threshold is not None else 'the dataset threshold'}"
+    return {"liked": "liked (watch_ratio > 0.7)", "all": "every target"}.get(rule, rule)
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired_markdown(paired: pd.DataFrame, task: str, metric: str) -> str:
+    """One row per model, one column per reference: ``difference [low, high] (p)`` of ``metric`` on ``task``."""
+    sub = paired[(paired["task"] == task) & (paired["metric"] == metric)] if len(paired) else paired
+    if sub.empty:
         return ""
-    overlap = not (la > hb or lb > ha)
-    ratio = f" ({va / vb:.2f}x)" if vb > 0 else ""
-    verdict = (
-        "the 95% intervals overlap, so the difference is not established"
-        if overlap
-        else "the 95% intervals do not overlap"
+    sub = sub.assign(
+        cell=[
+            f"{r.difference:+.4f} [{r.low:+.4f}, {r.high:+.4f}] (p={r.p_value:.2g})" for r in sub.itertuples()
+        ]
     )
-    return f"{a} {metric} {va:.4f} vs {b} {vb:.4f}{ratio}; {verdict}."
+    wide = sub.pivot(index="model", columns="reference", values="cell").fillna("")
+    order = sub.groupby("model")["mean_model"].first().sort_values(ascending=False).index
+    wide = wide.loc[order].rename(columns=lambda ref: f"vs {ref}").rename_axis(None, axis=1)
+    return markdown_table(
+        wide.rename_axis(f"model ({metric}, {int(sub['users'].max())} users)").reset_index()
+    )
 
 
-def key_findings(evaluation: dict | None, cross: dict | None, experiments: dict | None) -> list[str]:
-    """Findings written from the numbers (no sentence is fixed in advance)."""
-    findings: list[str] = []
-    if evaluation:
-        table = _table(evaluation)
-        test = table[
-            (table["task"] == "test") & (table["protocol"] == "full") & (table["metric"] == "ndcg@10")
+# ------------------------------------------------------------------------------------------ findings
+def _paired_sentences(paired: pd.DataFrame, task: str, metric: str) -> list[str]:
+    """For each reference: which models differ from it (95% interval of the paired difference excludes 0)."""
+    if paired.empty:
+        return []
+    sub = paired[(paired["task"] == task) & (paired["metric"] == metric)]
+    out = []
+    for reference, group in sub.groupby("reference", sort=False):
+        group = group[group["model"] != reference].sort_values("difference", ascending=False)
+        better = [f"{r.model} {r.difference:+.4f} [{r.low:+.4f}, {r.high:+.4f}], p={r.p_value:.3g}"
+                  for r in group.itertuples() if r.low > 0]  # fmt: skip
+        worse = [r.model for r in group.itertuples() if r.high < 0]
+        unclear = [r.model for r in group.itertuples() if r.low <= 0 <= r.high]
+        parts = [
+            f"Paired {metric} differences against {reference} ({task}, {int(group['users'].max())} users):"
         ]
-        ranked = test.sort_values("mean", ascending=False)["model"].tolist()
-        non_oracle = [m for m in ranked if m != "oracle"]
-        if non_oracle:
-            findings.append(
-                f"Within-matrix temporal test (full ranking, relevance watch_ratio > {evaluation.get('relevance_threshold', 2.0)}): "
-                f"best model {non_oracle[0]}; order {', '.join(non_oracle)}."
-            )
-        sasrec = [m for m in non_oracle if m.startswith("sasrec")]
-        if sasrec and "markov" in non_oracle:
-            findings.append(
-                "Best SASRec variant against the first-order transition baseline: "
-                + _compare(table, sasrec[0], "markov", "test")
-            )
-        if sasrec and "pop" in non_oracle:
-            findings.append("Against popularity: " + _compare(table, sasrec[0], "pop", "test"))
-        if "random" in non_oracle:
-            findings.append(
-                f"Chance level (random): NDCG@10 {_value(table, 'random', 'test', 'ndcg@10'):.4f}."
-            )
-        if "oracle" in ranked:
-            findings.append(
-                f"Oracle (simulator's expected watch_ratio): NDCG@10 {_value(table, 'oracle', 'test', 'ndcg@10'):.4f}, the ceiling."
-            )
-        sampled = table[
-            (table["task"] == "test") & (table["protocol"] == "sampled") & (table["metric"] == "ndcg@10")
-        ]
-        if len(sampled):
-            merged = test.merge(sampled, on="model", suffixes=("_full", "_sampled"))
-            merged = merged[merged["model"] != "oracle"]
-            if len(merged) > 2:
-                from scipy.stats import kendalltau
+        parts.append(("better: " + "; ".join(better)) if better else f"no model is better than {reference}")
+        if worse:
+            parts.append(f"worse: {', '.join(worse)}")
+        if unclear:
+            parts.append(f"not distinguishable: {', '.join(unclear)}")
+        out.append(" ".join(parts[:1]) + " " + "; ".join(parts[1:]) + ".")
+    return out
 
-                tau = kendalltau(merged["mean_full"], merged["mean_sampled"])[0]
-                candidates = {
-                    protocol: _value(table, non_oracle[0], "test", "mean_candidates", protocol)
-                    for protocol in ("full", "sampled")
-                }
-                if not np.isnan(candidates["sampled"]):
-                    findings.append(
-                        f"Under the sampled protocol each user was ranked among {candidates['sampled']:.1f} candidates "
-                        f"on average (relevant targets plus the negatives that exist: items neither watched nor "
-                        f"targets), against {candidates['full']:.1f} with full ranking. On a fully observed matrix few "
-                        "true negatives remain, so sampled figures are close to their ceiling whatever the model."
-                    )
-                findings.append(
-                    f"Sampled protocol (positives against 100 sampled negatives) gives NDCG@10 between "
-                    f"{merged['mean_sampled'].min():.3f} and {merged['mean_sampled'].max():.3f}, against "
-                    f"{merged['mean_full'].min():.3f}-{merged['mean_full'].max():.3f} with full ranking; Kendall's tau between "
-                    f"the two model rankings {tau:.2f}. Sampled figures overstate quality and can reorder models "
-                    "(Krichene & Rendle, KDD 2020)."
-                )
-    if cross:
-        agreement = cross.get("agreement") or []
-        if agreement:
-            first = agreement[0]
-            findings.append(
-                f"Big-to-small: Kendall's tau between the model rankings on the big-matrix hold-out and on the fully observed "
-                f"small matrix is {first['kendall_tau']:.2f} ({first['metric']}, {first['models']} models)"
-                + (
-                    "; the rankings disagree, as the KuaiRec paper warns for biased hold-outs."
-                    if first["kendall_tau"] < 0.6
-                    else "; they largely agree on this data."
-                )
-            )
-        comparison = pd.DataFrame(cross.get("comparison") or [])
-        if len(comparison):
-            best = comparison[comparison["model"] != "oracle"].iloc[0]
-            findings.append(
-                f"Best model on the unbiased small-matrix test: {best['model']} (NDCG@10 {best['small_ndcg']:.4f})."
-            )
-    if experiments:
-        best = experiments["best"]
+
+def within_findings(evaluation: dict[str, Any]) -> list[str]:
+    """Findings of the within-matrix comparison, written from its numbers."""
+    table, paired, overview = (
+        _frame(evaluation, "table"),
+        _frame(evaluation, "paired"),
+        _frame(evaluation, "overview"),
+    )
+    k = evaluation["k"]
+    metric = f"ndcg@{k}"
+    test = table[(table["task"] == "test") & (table["protocol"] == "full") & (table["metric"] == metric)]
+    ranked = [m for m in test.sort_values("mean", ascending=False)["model"] if m != "oracle"]
+    findings = []
+    if ranked:
+        best = ranked[0]
         findings.append(
-            f"Grid: {len(experiments['runs'])} (configuration, epochs) points; the selected configuration "
-            f"({_config_text(best['config'])}) reached validation NDCG@10 {best['valid_ndcg@10']:.4f} and test NDCG@10 "
-            f"{best['test'].get('ndcg@10', float('nan')):.4f}."
+            f"Within-matrix test ({evaluation['split']} split, full ranking, relevance {relevance_text(evaluation)}, "
+            f"fit on {evaluation['fit_on'].replace('_', ' + ')} events): best model {best} ({metric} "
+            f"{_interval(*(_value(table, best, 'test', metric, what=w) for w in ('mean', 'low', 'high')))}); order "
+            f"{', '.join(ranked)}."
+        )
+    findings += _paired_sentences(paired, "test", metric)
+    if "random" in ranked:
+        findings.append(
+            f"Chance level (random scorer): {metric} {_value(table, 'random', 'test', metric):.4f}."
+        )
+    if not np.isnan(_value(table, "oracle", "test", metric)):
+        findings.append(
+            f"Oracle (the simulator's expected watch_ratio): {metric} {_value(table, 'oracle', 'test', metric):.4f}, the ceiling."
+        )
+    full = (
+        overview[(overview["task"] == "test") & (overview["protocol"] == "full")]
+        if len(overview)
+        else overview
+    )
+    if len(full):
+        row = full.iloc[0]
+        share = row["share_of_candidates_that_are_targets"]
+        meaning = (
+            ": most candidates are videos the user watches later, so full ranking here measures telling relevant "
+            "from non-relevant future videos of the same user more than finding unseen ones"
+            if share > 0.5
+            else ""
+        )
+        findings.append(
+            f"Under full ranking each test user is ranked among {row['mean_candidates']:.1f} candidates on average, of "
+            f"which {100 * share:.0f}% are the user's own test events ({row['mean_targets']:.1f} per user){meaning}."
+        )
+    findings += _sampled_findings(table, overview, metric)
+    return findings
+
+
+def _sampled_findings(table: pd.DataFrame, overview: pd.DataFrame, metric: str) -> list[str]:
+    """The original sampled protocol against full ranking on the same positives (each model's original rule)."""
+    sampled = table[table["task"].str.startswith("test@") & (table["metric"] == metric)]
+    if sampled.empty:
+        return []
+    pivot = sampled.pivot_table(index=["model", "task"], columns="protocol", values="mean").dropna()
+    pivot = pivot.drop(
+        index=[i for i in pivot.index if i[0] in ("oracle",) or (i[0] == "random" and i[1] == "test@liked")]
+    )
+    findings = []
+    rows = overview[overview["task"].str.startswith("test@") & (overview["protocol"] == "sampled")]
+    for row in rows.to_dict("records"):
+        positives = "every test item" if row["task"].endswith("all") else "liked test items"
+        findings.append(
+            f"Original sampled protocol on {row['task']} (positives: {positives}): {row['mean_candidates']:.1f} "
+            f"candidates per user (positives + up to 100 negatives), chance {metric} {row[f'chance {metric}']:.4f}."
+        )
+    if len(pivot) > 2:
+        tau = kendalltau(pivot["full"], pivot["sampled"])[0]
+        findings.append(
+            f"With the original rule, sampled {metric} spans {pivot['sampled'].min():.3f}-{pivot['sampled'].max():.3f} "
+            f"against {pivot['full'].min():.3f}-{pivot['full'].max():.3f} when the same positives are ranked against "
+            f"every video; Kendall's tau between the two model rankings is {tau:.2f} (Krichene & Rendle, KDD 2020, "
+            "on why sampled metrics can disagree with full ranking)."
         )
     return findings
 
 
-def _config_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in config.items())
+def cross_findings(cross: dict[str, Any]) -> list[str]:
+    """Findings of the big-to-small comparison."""
+    findings = []
+    k = cross["k"]
+    metric = f"ndcg@{k}"
+    agreement = cross.get("agreement") or []
+    if agreement:
+        first = agreement[0]
+        verdict = ("the rankings disagree, as the KuaiRec paper warns for biased hold-outs" if first["kendall_tau"] < 0.6
+                   else "they largely agree on this data")  # fmt: skip
+        findings.append(
+            f"Big-to-small: Kendall's tau between the model rankings on the big-matrix hold-out and on the fully "
+            f"observed small matrix is {first['kendall_tau']:.2f} ({first['metric']}, {first['models']} models); {verdict}."
+        )
+    comparison = _frame(cross, "comparison")
+    if len(comparison):
+        best = comparison[comparison["model"] != "oracle"].iloc[0]
+        findings.append(
+            f"Best model on the unbiased small-matrix test: {best['model']} ({metric} {best['small_ndcg']:.4f})."
+        )
+    findings += _paired_sentences(_frame(cross, "paired"), "small_matrix", metric)
+    return findings
 
 
-# ------------------------------------------------------------------------------------------ summary
+def grid_findings(experiments: dict[str, Any]) -> list[str]:
+    """The grid's selected configuration and its test result."""
+    best, k = experiments["best"], experiments.get("k", 10)
+    config = ", ".join(f"{key}={value}" for key, value in best["config"].items())
+    return [
+        f"Grid: {len(experiments['runs'])} (configuration, epochs) points; the selected configuration ({config}) reached "
+        f"validation NDCG@{k} {best[f'valid_ndcg@{k}']:.4f} and test NDCG@{k} {best['test'].get(f'ndcg@{k}', float('nan')):.4f}."
+    ]
+
+
+# ------------------------------------------------------------------------------------------ sections
+def _header(metrics: dict[str, Any], profile: str) -> dict[str, Any]:
+    source = next((p["data_source"] for p in metrics.values() if p and p.get("data_source")), "unknown")
+    return {"data_source": source, "simulated": "simulator" in source, "profile": profile, "commit": _git_commit(),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+
+
+def _user_counts(table: pd.DataFrame, task: str, k: int) -> dict[str, int]:
+    """Over how many users the binary metrics and graded NDCG average (from any non-oracle model's counts)."""
+    out = {}
+    for key, metric in (("binary", f"users_ndcg@{k}"), ("graded", f"users_graded_ndcg@{k}")):
+        value = table[(table["task"] == task) & (table["protocol"] == "full") & (table["metric"] == metric)][
+            "mean"
+        ]
+        out[key] = int(value.max()) if len(value) else 0
+    return out
+
+
+def _within(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not evaluation:
+        return None
+    table, k = _frame(evaluation, "table"), evaluation["k"]
+    metrics = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+    paired = _frame(evaluation, "paired")
+    sampled = {task: markdown_table(metric_table(table, task, "sampled", metrics))
+               for task in ("test@all", "test@liked") if (table["task"] == task).any()}  # fmt: skip
+    return {
+        **{
+            key: evaluation.get(key)
+            for key in ("dataset", "split", "fit_on", "k", "maxlen", "n_boot", "num_negatives")
+        },
+        "relevance": relevance_text(evaluation),
+        "users": _user_counts(table, "test", k),
+        "test": markdown_table(metric_table(table, "test", "full", metrics)),
+        "valid": markdown_table(metric_table(table, "valid", "full", metrics)),
+        "paired": {
+            metric: paired_markdown(paired, "test", metric) for metric in (f"ndcg@{k}", f"graded_ndcg@{k}")
+        },
+        "overview": markdown_table(_frame(evaluation, "overview")),
+        "sampled": sampled,
+        "fit_events": markdown_table(_frame(evaluation, "fit_events")),
+    }
+
+
+def _cross(cross: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not cross:
+        return None
+    table, k = _frame(cross, "table"), cross["k"]
+    metrics = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+    paired = _frame(cross, "paired")
+    return {
+        **{key: cross.get(key) for key in ("train_dataset", "test_dataset", "split", "fit_on", "k")},
+        "relevance": relevance_text(cross),
+        "small": markdown_table(metric_table(table, "small_matrix", "full", metrics)),
+        "big": markdown_table(metric_table(table, "big_holdout", "full", metrics)),
+        "paired": {
+            task: paired_markdown(paired, task, f"ndcg@{k}") for task in ("small_matrix", "big_holdout")
+        },
+        "agreement": markdown_table(pd.DataFrame(cross.get("agreement") or [])),
+    }
+
+
+def _training(training: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not training:
+        return None
+    k = training.get("k", 10)
+    rows = [{"model": name, "best epoch": info["best_epoch"], "epochs run": info.get("epochs_run"),
+             f"validation NDCG@{k}": (info.get("valid") or {}).get(f"ndcg@{k}"), "seconds": info["seconds"]}
+            for name, info in training["models"].items()]  # fmt: skip
+    first = next(iter(training["models"].values()))["config"]
+    return {"dataset": training["dataset"], "table": markdown_table(pd.DataFrame(rows)), "fit_on": training.get("fit_on"),
+            "patience": first.get("patience"), "min_epochs": first.get("min_epochs"), "num_epochs": first.get("num_epochs"),
+            "eval_every": first.get("eval_every")}  # fmt: skip
+
+
+def _grid(experiments: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not experiments:
+        return None
+    k = experiments.get("k", 10)
+    best = experiments["best"]
+    runs = pd.DataFrame(experiments["runs"])
+    keys = ["variant", *experiments.get("grid", {}).keys()]
+    columns = [
+        c
+        for c in [*dict.fromkeys(keys), f"valid_ndcg@{k}", f"valid_recall@{k}", "seconds"]
+        if c in runs.columns
+    ]
+    result = {"validation NDCG": best[f"valid_ndcg@{k}"], **{f"test {m}": best["test"].get(f"{m}@{k}")
+              for m in ("ndcg", "precision", "recall", "hr")}, "test users": best["test"].get("users")}  # fmt: skip
+    return {"k": k, "dataset": experiments["dataset"], "points": len(runs), "variants": ", ".join(experiments["variants"]),
+            "config": markdown_table(pd.DataFrame([best["config"]])), "result": markdown_table(pd.DataFrame([result])),
+            "top": markdown_table(runs[columns].head(15))}  # fmt: skip
+
+
+def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str, Any]:
+    """Everything the template shows, computed from the metrics JSON."""
+    findings = []
+    if metrics.get("evaluation"):
+        findings += within_findings(metrics["evaluation"])
+    if metrics.get("cross_dataset"):
+        findings += cross_findings(metrics["cross_dataset"])
+    if metrics.get("experiments"):
+        findings += grid_findings(metrics["experiments"])
+    prepare, eda = metrics.get("prepare"), metrics.get("eda")
+    return {
+        **_header(metrics, profile),
+        "findings": findings,
+        "within": _within(metrics.get("evaluation")),
+        "cross": _cross(metrics.get("cross_dataset")),
+        "training": _training(metrics.get("training")),
+        "training_big": _training(metrics.get("training_big")),
+        "grid": _grid(metrics.get("experiments")),
+        "splits": markdown_table(_frame(prepare, "splits")) if prepare else None,
+        "leakage": markdown_table(_frame(prepare, "leakage")) if prepare and prepare.get("leakage") else None,
+        "real_comparison": markdown_table(_frame(eda, "comparison")) if eda else None,
+    }
+
+
 def build_summary(reports_dir: str | Path, profile: str = "full") -> str:
-    """Markdown of the results summary, every number read from ``<reports_dir>/metrics``."""
-    root = paths.resolve(reports_dir)
-    metrics = root / "metrics"
-    eda, prepare, training = _load(metrics, "eda"), _load(metrics, "prepare"), _load(metrics, "training")
-    evaluation, cross, experiments = (
-        _load(metrics, "evaluation"),
-        _load(metrics, "cross_dataset"),
-        _load(metrics, "experiments"),
+    """Markdown of the results summary: the template filled from ``<reports_dir>/metrics``."""
+    metrics = load_metrics(reports_dir)
+    if not any(metrics[name] for name in ("eda", "evaluation", "cross_dataset", "experiments")):
+        raise MissingDataError(
+            f"no metrics found in {paths.resolve(reports_dir) / 'metrics'}: run `make report` first"
+        )
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    if not any([eda, evaluation, cross, experiments]):
-        raise MissingDataError(f"no metrics found in {metrics}: run `make report` first")
-    source = next(
-        (p["data_source"] for p in (eda, prepare, evaluation, cross) if p and p.get("data_source")), "unknown"
-    )
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "# Results: SASRec and baselines on KuaiRec",
-        "",
-        f"> **Data: {source}.**"
-        + (
-            " Numbers below describe the simulator, not the real KuaiRec 2.0; with the real archive in `data/raw` (`make data`) the same command regenerates them on real data."
-            if "simulator" in source
-            else ""
-        ),
-        f"> Profile `{profile}`, regenerated by `make report` on {now} from commit `{_git_commit()}`. Every number is read from `metrics/*.json` of this run.",
-        "",
-        "Protocol unless stated: temporal split (global time cut: last 10% of events test, 10% before validation), full "
-        "ranking over all videos with each user's history masked, relevance = watch_ratio > 2.0 (the KuaiRec paper's "
-        "positive), K = 10, 95% bootstrap intervals over users in brackets. Model selection and early stopping use "
-        "validation only.",
-        "",
-    ]
-    if experiments:
-        best = experiments["best"]
-        test = best["test"]
-        config = best["config"]
-        lines += [
-            "## Results",
-            "",
-            f"Best configuration of the grid ({len(experiments['runs'])} (configuration, epochs) points over variants "
-            f"{', '.join(experiments['variants'])}), selected on validation NDCG@10 on `{experiments['dataset']}`:",
-            "",
-            markdown_table(pd.DataFrame([config])),
-            "",
-            markdown_table(
-                pd.DataFrame(
-                    [
-                        {
-                            "validation NDCG@10": best["valid_ndcg@10"],
-                            "test NDCG@10": test.get("ndcg@10"),
-                            "test Precision@10": test.get("precision@10"),
-                            "test Recall@10": test.get("recall@10"),
-                            "test HR@10": test.get("hr@10"),
-                            "test users": test.get("users"),
-                        }
-                    ]
-                )
-            ),
-            "",
-            "The grid searches the original project's values (maxlen 50/100, dropout 0.2/0.5, ...); the variants in "
-            "the tables below are trained once at the reference defaults (maxlen 200, dropout 0.2, early stopping on "
-            "validation), so the two need not agree.",
-            "",
-        ]
-    findings = key_findings(evaluation, cross, experiments)
-    if findings:
-        lines += ["## Key findings", "", *[f"- {f}" for f in findings], ""]
-    if evaluation:
-        table = _table(evaluation)
-        lines += [
-            f"## Every model on `{evaluation['dataset']}`, {evaluation['split']} split",
-            "",
-            "### Test, full ranking",
-            "",
-            markdown_table(metric_table(table, "test")),
-            "",
-            "### Validation, full ranking",
-            "",
-            markdown_table(metric_table(table, "valid")),
-            "",
-            "### Test, the original project's sampled protocol (positives against 100 sampled negatives)",
-            "",
-            markdown_table(metric_table(table, "test", "sampled")),
-            "",
-            "![test metrics](figures/eval_test_full.png)",
-            "![sampled vs full](figures/eval_sampled_vs_full.png)",
-            "![by activity](figures/eval_by_activity.png)",
-            "",
-        ]
-    if cross:
-        table = _table(cross)
-        lines += [
-            f"## KuaiRec's test: train on `{cross['train_dataset']}`, evaluate on the fully observed `{cross['test_dataset']}`",
-            "",
-            "### Small matrix (unbiased: every pair observed)",
-            "",
-            markdown_table(metric_table(table, "small_matrix")),
-            "",
-            "### Big-matrix hold-out (temporal test window of the sparse matrix)",
-            "",
-            markdown_table(metric_table(table, "big_holdout")),
-            "",
-            "### Agreement of the two model rankings",
-            "",
-            markdown_table(pd.DataFrame(cross["agreement"])),
-            "",
-            "![cross dataset](figures/cross_dataset.png)",
-            "",
-        ]
-    if training:
-        rows = []
-        for variant, info in training["variants"].items():
-            rows.append(
-                {
-                    "variant": variant,
-                    "best epoch": info["best_epoch"],
-                    "validation NDCG@10": (info.get("valid") or {}).get("ndcg@10"),
-                    "seconds": info["seconds"],
-                }
-            )
-        lines += [
-            f"## SASRec training on `{training['dataset']}`",
-            "",
-            markdown_table(pd.DataFrame(rows)),
-            "",
-            "![training curves](figures/train_curves.png)",
-            "",
-        ]
-    if experiments:
-        runs = pd.DataFrame(experiments["runs"])
-        columns = [
-            c
-            for c in [
-                "variant",
-                "lr",
-                "maxlen",
-                "num_blocks",
-                "dropout_rate",
-                "hidden_units",
-                "num_heads",
-                "num_epochs",
-                "valid_ndcg@10",
-                "valid_recall@10",
-                "seconds",
-            ]
-            if c in runs.columns
-        ]
-        lines += [
-            "## Experiments grid (top 15 of all runs, sorted by validation NDCG@10)",
-            "",
-            markdown_table(runs[columns].head(15)),
-            "",
-            "![grid effects](figures/experiments_effects.png)",
-            "",
-        ]
-    if prepare:
-        splits = pd.DataFrame(prepare["splits"])
-        lines += ["## Data preparation", "", markdown_table(splits), ""]
-        leakage = pd.DataFrame(prepare.get("leakage") or [])
-        if len(leakage):
-            lines += [
-                "Leakage check (recomputed for every dataset and split):",
-                "",
-                markdown_table(leakage),
-                "",
-            ]
-    if eda:
-        comparison = pd.DataFrame(eda["comparison"])
-        lines += [
-            "## The data against the real KuaiRec 2.0 figures",
-            "",
-            markdown_table(comparison),
-            "",
-            "![watch ratio](figures/eda_watch_ratio.png)",
-            "![interactions](figures/eda_interactions.png)",
-            "",
-        ]
-    lines += [
-        "## Reproduce",
-        "",
-        "```",
-        "make setup && make report          # this file, figures and metrics (PROFILE=smoke for a 3-minute run)",
-        "make data && make report           # the same on the real KuaiRec 2.0 archive",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return env.get_template(TEMPLATE).render(**summary_context(metrics, profile))
 
 
 def write_summary(reports_dir: str | Path, profile: str = "full") -> Path:
@@ -390,26 +400,24 @@ def write_summary(reports_dir: str | Path, profile: str = "full") -> Path:
 def ensure_profile_data(profile: str, stamp: str | Path | None = None) -> str:
     """Make sure the data of a report profile exist; update ``stamp`` only when they changed.
 
-    Reads ``params/<profile>/01_eda.yaml`` (data_dir, simulate_scale, seed): an empty data_dir means the real
-    archive in data/raw when present, else the simulator in data/simulated.
+    Reads ``params/<profile>/01_eda.yaml`` (``paths.data_dir`` and ``simulator``): an empty data_dir means the
+    real archive in data/raw when present, else the simulator in data/simulated.
     """
     from sasrec.data import kuairec
-    from sasrec.study.steps import describe_data_source, resolve_data_dir
+    from sasrec.study.context import Study
 
     params = load_yaml_mapping(paths.project_root() / "params" / profile / "01_eda.yaml")
-    folder = resolve_data_dir(
-        params.get("data_dir", ""), simulate_scale=params.get("simulate_scale"), seed=params.get("seed", 0)
-    )
+    study = Study.from_params(params.get("paths"), params.get("simulator"), params.get("preparation"))
+    folder = study.data_path
     signature = []
     for name in (*kuairec.INTERACTION_FILES, "item_categories.csv", "user_features.csv", "simulation.json"):
         found = kuairec.find_file(folder, name)
         if found is not None:
             stat = found.stat()
             signature.append(f"{found} {stat.st_size} {stat.st_mtime_ns}")
-    description = describe_data_source(folder)
     if stamp is not None:
         stamp_path = paths.resolve(stamp)
-        text = "\n".join([description, *signature]) + "\n"
+        text = "\n".join([study.data_source, *signature]) + "\n"
         if not stamp_path.is_file() or stamp_path.read_text(encoding="utf-8") != text:
             paths.atomic_write_text(stamp_path, text)
-    return description
+    return study.data_source
