@@ -1,7 +1,7 @@
 """Run every benchmark script (``benchmarks/bench_*.py``) and collect their final JSON lines.
 
 Usage: ``python benchmarks/run_all.py [NAME ...]`` (names like ``prepare``); results are written to
-``reports/bench.json``. Targets (issues): prepare <= 60 s and 6 GB at scale 1; simulate <= 180 s at scale 1;
+``reports/bench.json``. Targets: prepare <= 60 s and 6 GB at scale 1; simulate <= 180 s at scale 1;
 SASRec training >= 3x a straightforward reference port; full-ranking evaluation of 7,176 users <= 15 s.
 """
 

@@ -79,11 +79,39 @@ def _fit_timed(
     return model, time.perf_counter() - started
 
 
+def _fit_and_evaluate(
+    args: argparse.Namespace,
+    params: dict,
+    data: PreparedData,
+    split: str,
+    tasks: dict[str, Any],
+    eval_kwargs: dict,
+) -> tuple[dict[str, Baseline], dict[str, EvalResult], dict[str, float]]:
+    """Fit under the policy (one fit per distinct set of events) and evaluate each stage's task."""
+    from sasrec.study.comparisons import policy_mask
+    from sasrec.training.checkpoints import events_digest
+
+    timings: dict[str, float] = {}
+    by_events: dict[str, Baseline] = {}
+    models, results = {}, {}
+    for stage, task in tasks.items():
+        mask = policy_mask(data, split, args.fit_on, stage)
+        digest = events_digest(data, mask)
+        if digest["sha256"] not in by_events:  # under fit_on=train one fit serves both stages
+            by_events[digest["sha256"]], timings[f"fit_{stage}_seconds"] = _fit_timed(
+                args.model, args.seed, split, params, data, mask
+            )
+            by_events[digest["sha256"]].fit_events = digest
+        models[stage] = by_events[digest["sha256"]]
+        started = time.perf_counter()
+        results[stage] = evaluate(models[stage], task, **eval_kwargs)
+        timings[f"eval_{stage}_seconds"] = time.perf_counter() - started
+    return models, results, timings
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the ``baseline`` command."""
     from sasrec.data.preparation.pipeline import load_prepared
-    from sasrec.study.comparisons import policy_mask
-    from sasrec.training.checkpoints import events_digest
 
     params = parse_params(args.param)
     reserved = sorted({"seed", "split"} & set(params))
@@ -113,22 +141,9 @@ def run(args: argparse.Namespace) -> int:
         test_task = build_cross_task(rec_data, data, maxlen=args.maxlen, **relevance)
     else:
         test_task = build_eval_task(data, split, "test", maxlen=args.maxlen, **relevance)
-    timings: dict[str, float] = {}
-    fitted: dict[str, Any] = {}
-    results: dict[str, EvalResult] = {}
-    for stage, task in (("valid", valid_task), ("test", test_task)):
-        mask = policy_mask(rec_data, split, args.fit_on, stage)
-        digest = events_digest(rec_data, mask)
-        if digest["sha256"] not in fitted:  # under fit_on=train one fit serves both stages
-            fitted[digest["sha256"]], timings[f"fit_{stage}_seconds"] = _fit_timed(
-                args.model, args.seed, split, params, rec_data, mask
-            )
-            fitted[digest["sha256"]].fit_events = digest
-        started = time.perf_counter()
-        results[stage] = evaluate(fitted[digest["sha256"]], task, **eval_kwargs)
-        timings[f"eval_{stage}_seconds"] = time.perf_counter() - started
-    valid, test = results["valid"], results["test"]
-    test_model = fitted[events_digest(rec_data, policy_mask(rec_data, split, args.fit_on, "test"))["sha256"]]
+    models, results, timings = _fit_and_evaluate(args, params, rec_data, split, {"valid": valid_task, "test": test_task},
+                                                 eval_kwargs)  # fmt: skip
+    valid, test, test_model = results["valid"], results["test"], models["test"]
 
     print(
         f"baseline {args.model} on {test_task.name} ({args.eval_protocol} protocol, k={args.k}, fit on {args.fit_on})"

@@ -40,7 +40,7 @@ from sasrec.training.config import (
     TrainConfig,
     resolve_device,
 )
-from sasrec.training.distributed import context_from_env, init_process_group, shutdown
+from sasrec.training.distributed import DistContext, context_from_env, init_process_group, shutdown
 from sasrec.training.loop import evaluate_model, relevance_text, train
 
 logger = logging.getLogger(__name__)
@@ -405,11 +405,9 @@ def _inference(settings: dict[str, Any]) -> int:
 
 
 # -------------------------------------------------------------------------------------------- training
-def _training(settings: dict[str, Any]) -> int:
-    """Train (or resume), then report the best epoch's validation result and the test metrics."""
-    resume = bool(settings.get("resume"))
-    state_dict_path = settings.get("state_dict_path")
-    if state_dict_path and not resume:
+def _check_training_flags(settings: dict[str, Any]) -> None:
+    """Refuse flag combinations that do not say what to do with a checkpoint."""
+    if settings.get("state_dict_path") and not settings.get("resume"):
         raise ConfigError(
             "--state_dict_path is given without --inference_only=true, --generate_recommendations=true or "
             "--resume=true: say whether to evaluate, recommend from, or continue training the checkpoint"
@@ -418,6 +416,12 @@ def _training(settings: dict[str, Any]) -> int:
         raise ConfigError(
             "--training_dataset is only used with --inference_only=true (the big-to-small test)"
         )
+
+
+def _setup_training(
+    settings: dict[str, Any],
+) -> tuple[DistContext, TrainConfig, PreparedData, Path, torch.device]:
+    """Everything checked before any training: settings, output paths (up front), data, split, device, ranks."""
     context = context_from_env()
     draft = _config(settings)  # validates every value before any work
     name = Path(settings["dataset"]).stem if _is_text_path(settings["dataset"]) else settings["dataset"]
@@ -436,56 +440,70 @@ def _training(settings: dict[str, Any]) -> int:
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
         config = dataclasses.replace(config, device=str(device))
-    context = init_process_group(device, context)
+    return init_process_group(device, context), config, data, folder, device
+
+
+def _describe(config: TrainConfig, data: PreparedData, device: torch.device, context: DistContext) -> str:
+    variants = (", explicit negatives" if config.explicit_negatives else "") + (
+        ", weighted dislikes" if config.weighted_dislike else ""
+    )
+    processes = f" x {context.world_size} processes ({context.backend})" if context.distributed else ""
+    return (
+        f"training {config.model} on {data.name} ({data.num_users} users, {data.num_items} items, split "
+        f"{config.split}, loss {config.loss}{variants}, fit on {config.fit_on}) on {device}{processes}"
+    )
+
+
+def _report(result: Any, data: PreparedData, config: TrainConfig, test_task: Any, device: torch.device,
+            settings: dict[str, Any]) -> None:  # fmt: skip
+    """Rank 0 after training: the best epoch's validation result (reused), the test metrics, files."""
+    print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint_path}")
+    valid = result.best_valid_result
+    if valid is None:  # resumed after the best epoch was already found: validate once
+        valid_task = build_eval_task(
+            data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments()
+        )
+        valid = _evaluate(result.model, result.popularity, valid_task, config, device)
+    test = _evaluate(result.model, result.popularity, test_task, config, device)
+    print(
+        _format_summary(f"valid {valid.task_name} (best epoch {result.best_epoch})", valid.summary, config.k)
+    )
+    print(_format_summary(f"test {test.task_name}", test.summary, config.k))
+    if settings.get("metrics_json"):
+        extra = {
+            "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
+            "config": config.to_dict(),
+            "fit_events": result.fit_events,
+            "log": result.log.replace({np.nan: None}).to_dict("records"),
+        }
+        _write_metrics(settings["metrics_json"], data.name, config, valid, test, extra)
+    if settings.get("generate_recommendations") and result.checkpoint_path is not None:
+        _recommend(result.checkpoint_path, data, int(settings.get("top_n") or 10), str(device))
+
+
+def _training(settings: dict[str, Any]) -> int:
+    """Train (or resume) under the run folder's lock, then report validation and test metrics."""
+    _check_training_flags(settings)
+    context, config, data, folder, device = _setup_training(settings)
     test_task = _test_task(data, config, config.maxlen)
     hint = "wait for it to finish, or pass --wait=true to wait for it"
     lock = locked(folder, what="run folder", wait=bool(settings.get("wait")), hint=hint)
     with lock if context.is_main else contextlib.nullcontext():  # rank 0 writes the run folder
         resume_from = None
-        if resume:
-            resume_from = Path(state_dict_path) if state_dict_path else latest_checkpoint(folder, config)
+        if settings.get("resume"):
+            path = settings.get("state_dict_path")
+            resume_from = Path(path) if path else latest_checkpoint(folder, config)
             if context.is_main:
                 print(f"resuming from {resume_from}")
         if context.is_main:
-            print(
-                f"training {config.model} on {data.name} ({data.num_users} users, {data.num_items} items, split "
-                f"{config.split}, loss {config.loss}{', explicit negatives' if config.explicit_negatives else ''}"
-                f"{', weighted dislikes' if config.weighted_dislike else ''}, fit on {config.fit_on}) on {device}"
-                + (f" x {context.world_size} processes ({context.backend})" if context.distributed else ""),
-                flush=True,
-            )
+            print(_describe(config, data, device, context), flush=True)
         result = train(data, config, out_dir=folder, resume_from=resume_from, on_epoch=_print_epoch(config.k),
                        context=context)  # fmt: skip
-        if not context.is_main:
-            shutdown(context)
-            return 0
-        print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint_path}")
-        valid = result.best_valid_result
-        if valid is None:  # resumed after the best epoch was already found: validate once
-            valid_task = build_eval_task(
-                data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments()
-            )
-            valid = _evaluate(result.model, result.popularity, valid_task, config, device)
-        test = _evaluate(result.model, result.popularity, test_task, config, device)
-        print(
-            _format_summary(
-                f"valid {valid.task_name} (best epoch {result.best_epoch})", valid.summary, config.k
-            )
-        )
-        print(_format_summary(f"test {test.task_name}", test.summary, config.k))
-        if settings.get("metrics_json"):
-            extra = {
-                "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
-                "config": config.to_dict(),
-                "fit_events": result.fit_events,
-                "log": result.log.replace({np.nan: None}).to_dict("records"),
-            }
-            _write_metrics(settings["metrics_json"], data.name, config, valid, test, extra)
-        if settings.get("generate_recommendations") and result.checkpoint_path is not None:
-            _recommend(result.checkpoint_path, data, int(settings.get("top_n") or 10), str(device))
+        if context.is_main:
+            _report(result, data, config, test_task, device, settings)
     shutdown(context)
     return 0
 

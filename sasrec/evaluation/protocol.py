@@ -409,91 +409,126 @@ def evaluate(
         raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
     n_rows, n_cols = len(task), task.history.shape[1]
     arrays = _TaskArrays(task, k, gain_clip)
-    if item_popularity is None:
-        item_popularity = task.item_popularity
-    if item_popularity is None:
-        popularity_np = np.asarray(arrays.history.sum(axis=0), dtype=np.float64).ravel()
-    else:
-        popularity_np = np.asarray(item_popularity, dtype=np.float64).ravel()
-        if popularity_np.shape != (n_cols,):
-            raise ConfigError(f"item_popularity has shape {popularity_np.shape}; expected ({n_cols},)")
-    row_keys = task.row_keys
-
-    metric_columns: dict[str, list[np.ndarray]] = {}
-    popularity_column: list[np.ndarray] = []
-    candidates_column: list[np.ndarray] = []
-    eligible_column: list[np.ndarray] = []
+    popularity_np = _popularity(task, arrays, item_popularity)
+    columns = _Columns()
     recommended: torch.Tensor | None = None
-    starts = range(0, n_rows, batch_size)
-    bar = tqdm(starts, desc=f"evaluate {task.name}", unit="batch", disable=not progress_enabled(progress))
+    bar = tqdm(range(0, n_rows, batch_size), desc=f"evaluate {task.name}", unit="batch",
+               disable=not progress_enabled(progress))  # fmt: skip
     with torch.no_grad():
         for start in bar:
             stop = min(start + batch_size, n_rows)
-            rows = np.arange(start, stop)
-            scores = _check_scores(scorer.score(task, rows), stop - start, n_cols, task, start)
+            scores = _check_scores(
+                scorer.score(task, np.arange(start, stop)), stop - start, n_cols, task, start
+            )
             dev = torch.device(device) if device is not None else scores.device
-            scores = scores.to(dev)
             if recommended is None:
                 recommended = torch.zeros(n_cols, dtype=torch.bool, device=dev)
                 popularity = torch.from_numpy(popularity_np.astype(np.float32)).to(dev)
+            ranked = _rank_batch(
+                arrays, scores.to(dev), start, stop, k, protocol, task.row_keys, num_negatives, seed
+            )
+            items, valid, hits, ranked_gains, ideal = ranked.tensors
             n_relevant = torch.from_numpy(arrays.n_relevant[start:stop]).to(dev)  # (B,)
-            if protocol == "full":
-                items, valid = arrays.rank_full(scores, start, stop, k)  # (B, k')
-                relevant, gains = arrays.lookup(start, stop, items.cpu().numpy())
-                hits = torch.from_numpy(relevant).to(dev) & valid  # a relevant target ranked (rankable)
-                ranked_gains = torch.from_numpy(gains).to(dev) * valid
-                ideal = torch.from_numpy(arrays.ideal_gains[start:stop]).to(dev)  # (B, k')
-                candidates_column.append(arrays.n_candidates_full[start:stop])
-            else:
-                ranked = arrays.rank_sampled(scores, start, stop, k, row_keys, num_negatives, seed)
-                items, valid, hits, ranked_gains, ideal = (torch.from_numpy(a).to(dev) for a in ranked[:5])
-                candidates_column.append(ranked[5])
-                eligible_column.append(ranked[6])
-            batch_metrics = metrics_from_hits(hits.to(torch.float32), ranked_gains, n_relevant, ideal, k)
-            for name, values in batch_metrics.items():
-                metric_columns.setdefault(name, []).append(values.cpu().numpy())
+            metrics = metrics_from_hits(hits.to(torch.float32), ranked_gains, n_relevant, ideal, k)
             recommended[items[valid]] = True
-            pop = popularity[items] * valid  # (B, k')
             n_valid = valid.sum(dim=1)
-            mean_pop = torch.where(n_valid > 0, pop.sum(dim=1) / n_valid.clamp(min=1), float("nan"))
-            popularity_column.append(mean_pop.cpu().numpy())
-
-    per_user = pd.DataFrame(
-        {
-            "user": np.asarray(task.users, dtype=np.int64),
-            "n_history": np.diff(arrays.history.indptr).astype(np.int64),
-            "n_targets": np.diff(arrays.targets.indptr).astype(np.int64),
-            "n_relevant": arrays.n_relevant,
-            "n_candidates": (
-                np.concatenate(candidates_column).astype(np.int64)
-                if candidates_column
-                else np.zeros(0, np.int64)
-            ),
-        }
-    )
-    for name in (f"{metric}@{k}" for metric in METRIC_NAMES):
-        chunks = metric_columns.get(name, [])
-        per_user[name] = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    per_user[f"mean_popularity@{k}"] = (
-        np.concatenate(popularity_column) if popularity_column else np.zeros(0, dtype=np.float32)
-    )
+            mean_pop = torch.where(
+                n_valid > 0, (popularity[items] * valid).sum(dim=1) / n_valid.clamp(min=1), float("nan")
+            )
+            columns.add(metrics, mean_pop, ranked.n_candidates, ranked.n_eligible)
+    per_user = columns.frame(task, arrays, k)
     summary = _summarise(per_user, k, recommended, arrays.n_rankable_items)
     meta = {"gain_clip": gain_clip, **({} if task.meta is None else dict(task.meta))}
     if protocol == "sampled":
-        eligible = np.concatenate(eligible_column) if eligible_column else np.zeros(0, np.int64)
         evaluated = per_user["n_relevant"].to_numpy() > 0
-        summary["users_with_fewer_negatives"] = int(((eligible < num_negatives) & evaluated).sum())
+        summary["users_with_fewer_negatives"] = int(((columns.eligible() < num_negatives) & evaluated).sum())
         meta.update({"num_negatives": num_negatives, "seed": seed})
-    return EvalResult(
-        summary=summary,
-        per_user=per_user,
-        protocol=protocol,
-        k=int(k),
-        task_name=task.name,
-        relevance_threshold=float(task.relevance_threshold),
-        relevance=task.relevance,
-        meta=meta,
-    )
+    return EvalResult(summary=summary, per_user=per_user, protocol=protocol, k=int(k), task_name=task.name,
+                      relevance_threshold=float(task.relevance_threshold), relevance=task.relevance, meta=meta)  # fmt: skip
+
+
+def _popularity(task: EvalTask, arrays: _TaskArrays, item_popularity: np.ndarray | None) -> np.ndarray:
+    """(I+1,) popularity for mean_popularity@k: given, else the task's (the fitted data's), else history sums."""
+    n_cols = task.history.shape[1]
+    if item_popularity is None:
+        item_popularity = task.item_popularity
+    if item_popularity is None:
+        return np.asarray(arrays.history.sum(axis=0), dtype=np.float64).ravel()
+    popularity = np.asarray(item_popularity, dtype=np.float64).ravel()
+    if popularity.shape != (n_cols,):
+        raise ConfigError(f"item_popularity has shape {popularity.shape}; expected ({n_cols},)")
+    return popularity
+
+
+@dataclass
+class _Ranked:
+    """One batch ranked under a protocol: (items, valid, hits, gains, ideal gains) tensors (B, k'), and per
+    row the number of candidates and of eligible negatives (sampled protocol)."""
+
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    n_candidates: np.ndarray
+    n_eligible: np.ndarray | None
+
+
+def _rank_batch(
+    arrays: _TaskArrays, scores: torch.Tensor, start: int, stop: int, k: int, protocol: str,
+    row_keys: np.ndarray, num_negatives: int, seed: int,
+) -> _Ranked:  # fmt: skip
+    """Top-k of rows start..stop under ``protocol`` with the hits and gains of the ranked items."""
+    dev = scores.device
+    if protocol == "full":
+        items, valid = arrays.rank_full(scores, start, stop, k)  # (B, k')
+        relevant, gains = arrays.lookup(start, stop, items.cpu().numpy())
+        hits = torch.from_numpy(relevant).to(dev) & valid  # a relevant target ranked (rankable)
+        ideal = torch.from_numpy(arrays.ideal_gains[start:stop]).to(dev)  # (B, k')
+        ranked_gains = torch.from_numpy(gains).to(dev) * valid
+        return _Ranked((items, valid, hits, ranked_gains, ideal), arrays.n_candidates_full[start:stop], None)
+    ranked = arrays.rank_sampled(scores, start, stop, k, row_keys, num_negatives, seed)
+    tensors = tuple(torch.from_numpy(a).to(dev) for a in ranked[:5])
+    return _Ranked(tensors, ranked[5], ranked[6])  # type: ignore[arg-type]
+
+
+@dataclass
+class _Columns:
+    """Per-user results accumulated batch by batch."""
+
+    metrics: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    popularity: list[np.ndarray] = field(default_factory=list)
+    candidates: list[np.ndarray] = field(default_factory=list)
+    eligible_negatives: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, metrics: dict[str, torch.Tensor], mean_pop: torch.Tensor, n_candidates: np.ndarray,
+            n_eligible: np.ndarray | None) -> None:  # fmt: skip
+        for name, values in metrics.items():
+            self.metrics.setdefault(name, []).append(values.cpu().numpy())
+        self.popularity.append(mean_pop.cpu().numpy())
+        self.candidates.append(np.asarray(n_candidates))
+        if n_eligible is not None:
+            self.eligible_negatives.append(np.asarray(n_eligible))
+
+    @staticmethod
+    def _joined(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype=dtype)
+
+    def eligible(self) -> np.ndarray:
+        """Eligible negatives per user (sampled protocol)."""
+        return self._joined(self.eligible_negatives, np.int64)
+
+    def frame(self, task: EvalTask, arrays: _TaskArrays, k: int) -> pd.DataFrame:
+        """The per-user table: user, counts, every metric at k, mean popularity of the list."""
+        per_user = pd.DataFrame(
+            {
+                "user": np.asarray(task.users, dtype=np.int64),
+                "n_history": np.diff(arrays.history.indptr).astype(np.int64),
+                "n_targets": np.diff(arrays.targets.indptr).astype(np.int64),
+                "n_relevant": arrays.n_relevant,
+                "n_candidates": self._joined(self.candidates, np.int64),
+            }
+        )
+        for name in (f"{metric}@{k}" for metric in METRIC_NAMES):
+            per_user[name] = self._joined(self.metrics.get(name, []), np.float32)
+        per_user[f"mean_popularity@{k}"] = self._joined(self.popularity, np.float32)
+        return per_user
 
 
 def _summarise(

@@ -69,7 +69,7 @@ REAL_STATS: dict[str, dict[str, Any]] = {
         "user_max": 3_327,
     },
 }
-"""Published figures of real KuaiRec 2.0 per matrix (from /work/shared/KUAIREC.md: the paper, its README
+"""Published figures of real KuaiRec 2.0 per matrix (from the KuaiRec paper (Gao et al., CIKM 2022), its README
 and audits whose totals match the official row counts). ``None`` marks a figure that is not published.
 Shares are fractions of rows; ``wr_median_le5`` is the median watch_ratio of rows with watch_ratio <= 5;
 ``span_days`` counts calendar days (Asia/Shanghai) from first to last, both included; ``density`` is
@@ -322,7 +322,7 @@ def data_source(data_dir: str | Path | None = None) -> str:
 def watch_ratio_shares(df: pd.DataFrame) -> dict[str, float]:
     """Shares of rows by watch_ratio threshold, as in KUAIREC.md's table, plus the protocols' cut-offs.
 
-    Keys: rows, gt2 (the paper's positive, Gao et al. 2022), ge1, lt05, gt05, gt07 (the seed project's
+    Keys: rows, gt2 (the paper's positive, Gao et al. 2022), ge1, lt05, gt05, gt07 (the original project's
     "liked"), gt09, gt5, median_le5 (median of rows with watch_ratio <= 5), mean, max. Rows with a missing
     watch_ratio are ignored.
     """

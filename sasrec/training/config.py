@@ -175,6 +175,10 @@ class TrainConfig:
         resolve_device(self.device, check_only=True)
         return self
 
+    def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
+        """The optimizer this configuration describes: Adam with the reference SASRec's betas (0.9, 0.98)."""
+        return torch.optim.Adam(parameters, lr=self.lr, betas=(0.9, 0.98))
+
     def relevance_arguments(self) -> dict[str, Any]:
         """``relevance`` and ``relevance_threshold`` for the evaluation tasks of this model: the rule
         ``original`` resolves to liked for models trained with explicit negatives, all targets otherwise."""

@@ -243,7 +243,7 @@ def build_run(
     }
     return TrainingRun(
         config=config, data=data, device=device, context=context, model=model, engine=engine,
-        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98)),
+        optimizer=config.make_optimizer(model.parameters()),
         generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator),
         tensors=tensors, popularity=item_popularity(data, mask), fit_events=events_digest(data, mask),
         valid_task=valid_task, beta=gbce_beta(config.num_negatives, data.num_items, config.gbce_t), folder=folder,

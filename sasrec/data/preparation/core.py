@@ -98,6 +98,107 @@ def _integer_ids(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
     return values
 
 
+def _input_kind(df: pd.DataFrame, name: str) -> bool:
+    """Whether ``df`` is SASRec text data (``order``) rather than KuaiRec columns; checks the columns."""
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"{name}: prepare_frame needs a pandas DataFrame; got {type(df).__name__}")
+    is_text = "timestamp" not in df.columns and "order" in df.columns
+    required = (
+        ["user_id", "video_id", "order"] if is_text else ["user_id", "video_id", "timestamp", "watch_ratio"]
+    )
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{name}: missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}; expected "
+            "user_id, video_id, timestamp, watch_ratio (KuaiRec) or user_id, video_id, [liked], order (text)"
+        )
+    if len(df) == 0:
+        raise DataValidationError(f"{name}: no rows to prepare")
+    return is_text
+
+
+def _row_values(df: pd.DataFrame, name: str, params: dict[str, Any], is_text: bool) -> dict[str, np.ndarray]:
+    """Per input row: time (timestamp, or line number for text), watch_ratio (NaN for text), liked, relevant."""
+    if not is_text:
+        watch_ratio = pd.to_numeric(df["watch_ratio"], errors="coerce").to_numpy(dtype=np.float64)
+        return {
+            "time": pd.to_numeric(df["timestamp"], errors="coerce").to_numpy(dtype=np.float64),
+            "watch_ratio": watch_ratio,
+            "liked": watch_ratio > params["like_threshold"],  # NaN compares False
+            "relevant": watch_ratio > params["relevance_threshold"],
+        }
+    time_ = pd.to_numeric(df["order"], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(time_).all():
+        raise DataValidationError(
+            f"{name}: column order must be numeric; {int((~np.isfinite(time_)).sum())} row(s) are not"
+        )
+    liked = np.ones(len(df), dtype=bool)
+    if "liked" in df.columns:
+        liked_num = pd.to_numeric(df["liked"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isin(liked_num, [0.0, 1.0])
+        if bad.any():
+            raise DataValidationError(
+                f"{name}: column liked must be 0/1 or bool; {int(bad.sum())} row(s) are not "
+                f"(first {df['liked'][bad].iloc[0]!r})"
+            )
+        liked = liked_num == 1.0
+    return {"time": time_, "watch_ratio": np.full(len(df), np.nan), "liked": liked, "relevant": liked.copy()}
+
+
+def _time_order(user_index: np.ndarray, time_: np.ndarray) -> np.ndarray:
+    """Timed rows sorted by (user, time); equal keys keep file row order (pyarrow's sort_indices is stable)."""
+    timed_rows = np.flatnonzero(np.isfinite(time_))
+    keys = pa.table({"user": user_index[timed_rows], "time": time_[timed_rows]})
+    within = pc.sort_indices(keys, sort_keys=[("user", "ascending"), ("time", "ascending")])
+    return timed_rows[within.to_numpy()]
+
+
+def _rows_frame(rows: np.ndarray, users: np.ndarray, items: np.ndarray, values: dict[str, np.ndarray],
+                with_time: bool) -> pd.DataFrame:  # fmt: skip
+    """Events (with time) or labels (without) of the input ``rows``, in that order."""
+    frame = {"user": users[rows], "item": items[rows]}
+    if with_time:
+        frame["timestamp"] = values["time"][rows]
+    frame.update({"watch_ratio": values["watch_ratio"][rows].astype(np.float32), "liked": values["liked"][rows],
+                  "relevant": values["relevant"][rows]})  # fmt: skip
+    return pd.DataFrame(frame)
+
+
+def _assign_splits(
+    events: pd.DataFrame, n_users: int, params: dict[str, Any], name: str, rows_in: int
+) -> tuple[pd.DataFrame, dict]:
+    """The three split columns of ``events`` (sorted by user, time) and their counts and temporal cuts."""
+    users_sorted, ts_sorted = events["user"].to_numpy(), events["timestamp"].to_numpy()
+    counts_per_user, from_end = _per_user_positions(users_sorted, n_users)
+    if not (counts_per_user >= 2).any():
+        raise DataValidationError(
+            f"{name}: no user has at least 2 timed events ({len(events):,} timed event(s) of {rows_in:,} rows, "
+            f"{int(np.count_nonzero(counts_per_user)):,} user(s) with exactly one); sequences need 2 or more per user"
+        )
+    min_last_n = params["n_valid"] + params["n_test"] + 2
+    last_n, short_last_n = _per_user_split(
+        users_sorted, counts_per_user, from_end, params["n_valid"], params["n_test"], min_last_n
+    )
+    one_out, short_one_out = _per_user_split(users_sorted, counts_per_user, from_end, 1, 1, 3)
+    temporal, cuts = _temporal_split(ts_sorted, params["temporal_valid_frac"], params["temporal_test_frac"])
+    events = events.assign(split_temporal=temporal, split_leave_last_n=last_n, split_leave_one_out=one_out)
+    counts = {
+        "temporal": _split_counts(users_sorted, temporal, n_users),
+        "leave_last_n": {
+            **_split_counts(users_sorted, last_n, n_users),
+            "users_all_train": short_last_n,
+            "min_events": min_last_n,
+        },  # fmt: skip
+        "leave_one_out": {
+            **_split_counts(users_sorted, one_out, n_users),
+            "users_all_train": short_one_out,
+            "min_events": 3,
+        },  # fmt: skip
+    }
+    return events.astype(EVENT_COLUMNS)[list(EVENT_COLUMNS)], {"splits": counts, "temporal_cuts": cuts,
+                                                               "users_with_events": int(np.count_nonzero(counts_per_user))}  # fmt: skip
+
+
 def prepare_frame(
     df: pd.DataFrame,
     name: str,
@@ -130,153 +231,37 @@ def prepare_frame(
     """
     started = time.perf_counter()
     params = _normalise_params(
-        {
-            "like_threshold": like_threshold,
-            "relevance_threshold": relevance_threshold,
-            "n_valid": n_valid,
-            "n_test": n_test,
-            "temporal_valid_frac": temporal_valid_frac,
-            "temporal_test_frac": temporal_test_frac,
-        }
-    )
-    if not isinstance(df, pd.DataFrame):
-        raise ConfigError(f"{name}: prepare_frame needs a pandas DataFrame; got {type(df).__name__}")
-    is_text = "timestamp" not in df.columns and "order" in df.columns
-    required = (
-        ["user_id", "video_id", "order"] if is_text else ["user_id", "video_id", "timestamp", "watch_ratio"]
-    )
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name}: missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}; expected "
-            "user_id, video_id, timestamp, watch_ratio (KuaiRec) or user_id, video_id, [liked], order (text)"
-        )
-    if len(df) == 0:
-        raise DataValidationError(f"{name}: no rows to prepare")
-
-    user_raw = _integer_ids(df, "user_id", name)
-    item_raw = _integer_ids(df, "video_id", name)
-    user_index, user_ids, users_present = _id_map(user_raw, remap, "user_id")
-    item_index, item_ids, items_present = _id_map(item_raw, remap, "video_id")
-    del user_raw, item_raw
-
-    if is_text:
-        timestamps = pd.to_numeric(df["order"], errors="coerce").to_numpy(dtype=np.float64)
-        watch_ratio = np.full(len(df), np.nan, dtype=np.float64)
-        if "liked" in df.columns:
-            liked_col = df["liked"]
-            liked_num = pd.to_numeric(liked_col, errors="coerce").to_numpy(dtype=np.float64)
-            bad = ~np.isin(liked_num, [0.0, 1.0])
-            if bad.any():
-                raise DataValidationError(
-                    f"{name}: column liked must be 0/1 or bool; {int(bad.sum())} row(s) are not "
-                    f"(first {liked_col[bad].iloc[0]!r})"
-                )
-            liked = liked_num == 1.0
-        else:
-            liked = np.ones(len(df), dtype=bool)
-        relevant = liked.copy()
-    else:
-        timestamps = pd.to_numeric(df["timestamp"], errors="coerce").to_numpy(dtype=np.float64)
-        watch_ratio = pd.to_numeric(df["watch_ratio"], errors="coerce").to_numpy(dtype=np.float64)
-        liked = watch_ratio > params["like_threshold"]  # NaN compares False
-        relevant = watch_ratio > params["relevance_threshold"]
-
-    timed = np.isfinite(timestamps)
-    if is_text and not timed.all():
-        raise DataValidationError(
-            f"{name}: column order must be numeric; {int((~timed).sum())} row(s) are not"
-        )
-    timed_rows = np.flatnonzero(timed)
-    # Stable sort by (user, time): equal keys keep file row order (pyarrow's sort_indices is stable).
-    sort_keys = pa.table({"user": user_index[timed_rows], "time": timestamps[timed_rows]})
-    within_timed = pc.sort_indices(sort_keys, sort_keys=[("user", "ascending"), ("time", "ascending")])
-    order = timed_rows[within_timed.to_numpy()]
-    del sort_keys, within_timed
-    users_sorted = user_index[order]
-    ts_sorted = timestamps[order]
-    n_users = len(user_ids) - 1
-
-    events = pd.DataFrame(
-        {
-            "user": users_sorted,
-            "item": item_index[order],
-            "timestamp": ts_sorted,
-            "watch_ratio": watch_ratio[order].astype(np.float32),
-            "liked": liked[order],
-            "relevant": relevant[order],
-        }
-    )
-    counts_per_user, from_end = _per_user_positions(users_sorted, n_users)
-    if not (counts_per_user >= 2).any():
-        raise DataValidationError(
-            f"{name}: no user has at least 2 timed events ({len(events):,} timed event(s) of {len(df):,} rows, "
-            f"{int(np.count_nonzero(counts_per_user)):,} user(s) with exactly one); sequences need 2 or more per user"
-        )
-    min_last_n = params["n_valid"] + params["n_test"] + 2
-    last_n, short_last_n = _per_user_split(
-        users_sorted, counts_per_user, from_end, params["n_valid"], params["n_test"], min_last_n
-    )
-    one_out, short_one_out = _per_user_split(users_sorted, counts_per_user, from_end, 1, 1, 3)
-    temporal, cuts = _temporal_split(ts_sorted, params["temporal_valid_frac"], params["temporal_test_frac"])
-    events["split_temporal"] = temporal
-    events["split_leave_last_n"] = last_n
-    events["split_leave_one_out"] = one_out
-    events = events.astype(EVENT_COLUMNS)[list(EVENT_COLUMNS)]
-
-    untimed_rows = np.flatnonzero(~timed)
-    label_order = untimed_rows[np.argsort(user_index[untimed_rows], kind="stable")]
-    labels = pd.DataFrame(
-        {
-            "user": user_index[label_order],
-            "item": item_index[label_order],
-            "watch_ratio": watch_ratio[label_order].astype(np.float32),
-            "liked": liked[label_order],
-            "relevant": relevant[label_order],
-        }
-    ).astype(LABEL_COLUMNS)[list(LABEL_COLUMNS)]
-
-    split_counts = {
-        "temporal": _split_counts(users_sorted, temporal, n_users),
-        "leave_last_n": {
-            **_split_counts(users_sorted, last_n, n_users),
-            "users_all_train": short_last_n,
-            "min_events": min_last_n,
-        },
-        "leave_one_out": {
-            **_split_counts(users_sorted, one_out, n_users),
-            "users_all_train": short_one_out,
-            "min_events": 3,
-        },
-    }
+        {"like_threshold": like_threshold, "relevance_threshold": relevance_threshold, "n_valid": n_valid,
+         "n_test": n_test, "temporal_valid_frac": temporal_valid_frac, "temporal_test_frac": temporal_test_frac}
+    )  # fmt: skip
+    is_text = _input_kind(df, name)
+    user_index, user_ids, users_present = _id_map(_integer_ids(df, "user_id", name), remap, "user_id")
+    item_index, item_ids, items_present = _id_map(_integer_ids(df, "video_id", name), remap, "video_id")
+    values = _row_values(df, name, params, is_text)
+    order = _time_order(user_index, values["time"])
+    events = _rows_frame(order, user_index, item_index, values, with_time=True)
+    events, split_meta = _assign_splits(events, len(user_ids) - 1, params, name, len(df))
+    untimed = np.flatnonzero(~np.isfinite(values["time"]))
+    label_rows = untimed[np.argsort(user_index[untimed], kind="stable")]
+    labels = _rows_frame(label_rows, user_index, item_index, values, with_time=False)
+    labels = labels.astype(LABEL_COLUMNS)[list(LABEL_COLUMNS)]
     meta: dict[str, Any] = {
-        "name": name,
-        "prepare_version": PREPARE_VERSION,
-        "remap": bool(remap),
-        **params,
+        "name": name, "prepare_version": PREPARE_VERSION, "remap": bool(remap), **params,
         "params": {**params, "remap": bool(remap)},
         "order": (
             "line order within each user (timestamp = 1-based line number; the temporal split cuts on line "
             "numbers, so in a file grouped by user it holds out the last users rather than the latest time)"
-            if is_text
-            else "timestamp, ties broken by file row order"
+            if is_text else "timestamp, ties broken by file row order"
         ),
         "has_watch_ratio": not is_text,
-        "temporal_cuts": cuts,
+        "temporal_cuts": split_meta["temporal_cuts"],
         "counts": {
-            "rows_in": len(df),
-            "events": len(events),
-            "labels": len(labels),
-            "users": n_users,
-            "items": len(item_ids) - 1,
-            "users_present": users_present,
-            "items_present": items_present,
-            "users_with_events": int(np.count_nonzero(counts_per_user)),
-            "liked_events": int(events["liked"].sum()),
-            "relevant_events": int(events["relevant"].sum()),
-            "splits": split_counts,
+            "rows_in": len(df), "events": len(events), "labels": len(labels), "users": len(user_ids) - 1,
+            "items": len(item_ids) - 1, "users_present": users_present, "items_present": items_present,
+            "users_with_events": split_meta["users_with_events"], "liked_events": int(events["liked"].sum()),
+            "relevant_events": int(events["relevant"].sum()), "splits": split_meta["splits"],
         },
-    }
+    }  # fmt: skip
     data = PreparedData(
         name=name, events=events, labels=labels, user_ids=user_ids, item_ids=item_ids, meta=meta
     )

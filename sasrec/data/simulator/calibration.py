@@ -6,7 +6,8 @@ Writes files with the official names, columns, units and text formats of KuaiRec
 and ``user_features.csv``, plus two files the real archive lacks: ``ground_truth.parquet`` (the simulator's
 expected watch_ratio of every small-matrix pair, for oracle upper bounds) and ``simulation.json``.
 
-The generative process (sizes and marginals calibrated on the figures of ``../shared/KUAIREC.md``):
+The generative process (sizes and marginals calibrated on the published figures of KuaiRec 2.0: Gao et al., CIKM 2022,
+its README and statistics notebook, and public audits of the files; the targets are :data:`REAL_CALIBRATION`):
 
 * Videos carry 1-4 of 31 tags, a duration, a quality and a long-tailed popularity. Videos of the same
   primary tag are laid out in *chains*; each video's likely successors are the next 1-3 videos of its chain,
