@@ -67,6 +67,7 @@ class TrainConfig:
     num_negatives: int = 100
     gbce_t: float = 0.75
     lr: float = 0.001
+    weight_decay: float = 0.0
     batch_size: int = 128
     maxlen: int = 200
     hidden_units: int = 50
@@ -163,6 +164,7 @@ class TrainConfig:
         if self.attention_dropout is not None:
             number("attention_dropout", 0.0, 1.0)
         number("l2_emb", 0.0, math.inf)
+        number("weight_decay", 0.0, math.inf)
         number("dislike_weight", 0.0, math.inf)
         number("gbce_t", 0.0, 1.0, high_open=False)
         number("mask_prob", 0.0, 1.0, low_open=True)
@@ -176,8 +178,9 @@ class TrainConfig:
         return self
 
     def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
-        """The optimizer this configuration describes: Adam with the reference SASRec's betas (0.9, 0.98)."""
-        return torch.optim.Adam(parameters, lr=self.lr, betas=(0.9, 0.98))
+        """The optimizer this configuration describes: Adam with the reference SASRec's betas (0.9, 0.98) and
+        ``weight_decay`` (an L2 penalty on every parameter; 0 by default, as the reference)."""
+        return torch.optim.Adam(parameters, lr=self.lr, betas=(0.9, 0.98), weight_decay=self.weight_decay)
 
     def relevance_arguments(self) -> dict[str, Any]:
         """``relevance`` and ``relevance_threshold`` for the evaluation tasks of this model: the rule
