@@ -451,3 +451,51 @@ def test_scorer_uses_last_maxlen_items_and_popularity_fallback(tiny_data: Prepar
     assert scorer.fallback_rows.tolist() == [1]
     assert scorer.fallback_users.tolist() == [2]
     assert not model.training
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_gathered_logits_equal_the_direct_dot_products_and_gradients(chunk: int) -> None:
+    from sasrec.training.losses import gathered_logits
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(10, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    items = torch.randint(0, 10, (7, 5), generator=generator)
+    items[0, 1] = items[0, 0]  # a repeated item: its weight gradient accumulates
+    upstream = torch.randn(7, 5, dtype=torch.float64, generator=generator)
+    direct = torch.einsum("nd,nkd->nk", hidden, weight[items])
+    (direct * upstream).sum().backward()
+    expected = (hidden.grad.clone(), weight.grad.clone())
+    hidden.grad, weight.grad = None, None
+    chunked = gathered_logits(hidden, weight, items, chunk)
+    (chunked * upstream).sum().backward()
+    torch.testing.assert_close(chunked, direct)
+    torch.testing.assert_close(hidden.grad, expected[0])
+    torch.testing.assert_close(weight.grad, expected[1])
+    assert torch.autograd.gradcheck(lambda h, w: gathered_logits(h, w, items, chunk), (hidden, weight))
+
+
+def test_sampled_losses_draw_negatives_for_every_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gSASRec's k negatives per positive: each position gets its own draw (not one set per sequence)."""
+    data = _small_data()
+    config = _config(loss="gbce", num_negatives=3, dropout_rate=0.0)
+    drawn: list[torch.Tensor] = []
+    real = NegativeSampler.uniform
+
+    def spy(self: NegativeSampler, users: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        out = real(self, users, shape)
+        drawn.append(out)
+        return out
+
+    monkeypatch.setattr(NegativeSampler, "uniform", spy)
+    torch.manual_seed(0)
+    model = SASRec(data.num_items, hidden_units=8, num_blocks=1, maxlen=5, dropout_rate=0.0)
+    seqs = training_sequences(data, "temporal", maxlen=5)
+    tensors = [torch.from_numpy(a) for a in (seqs.users, seqs.inputs, seqs.targets, seqs.window)]
+    beta = gbce_beta(3, data.num_items, 0.75)
+    train_module._batch_loss(model, _sampler(data, seed=1), *tensors, config, beta)
+    (negatives,) = drawn
+    n_positions = int((torch.from_numpy(seqs.targets) != 0).sum())
+    assert negatives.shape == (n_positions, 3)  # (N, K): one draw per loss position
+    first_user = int((torch.from_numpy(seqs.targets[0]) != 0).sum())  # positions of the first sequence
+    assert first_user > 1 and len({tuple(row) for row in negatives[:first_user].tolist()}) > 1

@@ -55,7 +55,14 @@ from sasrec.training.distributed import (
     broadcast_flags,
     epoch_shard,
 )
-from sasrec.training.losses import bce_loss, chunked_cross_entropy, gbce_beta, gbce_loss, sampled_softmax_loss
+from sasrec.training.losses import (
+    bce_loss,
+    chunked_cross_entropy,
+    gathered_logits,
+    gbce_beta,
+    gbce_loss,
+    sampled_softmax_loss,
+)
 from sasrec.training.negatives import NegativeSampler
 from sasrec.training.sequences import item_popularity, training_sequences
 
@@ -556,9 +563,14 @@ def batch_loss_terms(
         return chunked_cross_entropy(
             hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size
         ), n_terms
-    negatives = sampler.uniform(users, (config.num_negatives,))  # (B, K) shared by a row's positions
+    # K negatives drawn for every loss position (gSASRec's k negatives per positive), never a training item of the
+    # user; drawn for the N positions in row order, so extra padding columns do not change the draw
+    position_users = users[:, None].expand_as(targets)[valid]  # (N,)
+    negatives = sampler.uniform(position_users, (config.num_negatives,))  # (N, K)
     pos_logits = model.score_items(hidden, targets)[valid]  # (N,)
-    neg_logits = torch.matmul(hidden, model.output_embeddings()[negatives].transpose(1, 2))[valid]  # (N, K)
+    neg_logits = gathered_logits(
+        hidden[valid], model.output_embeddings(), negatives, config.ce_chunk_size
+    )  # (N, K)
     if config.loss == "sampled_softmax":
         return sampled_softmax_loss(pos_logits, neg_logits), n_terms
     return gbce_loss(pos_logits, neg_logits, beta), n_terms
