@@ -29,7 +29,8 @@ export PYTHONHASHSEED := 0
 
 help: ## Show this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=full|smoke (report profile), ARCHIVE=PATH (make data from a downloaded zip)"
+	@echo "  Variables: PROFILE=full|smoke (report profile), WAIT=false (refuse when the profile is being written),"
+	@echo "             ARCHIVE=PATH (make data from a downloaded zip), NPROC/DDP_ARGS (train-ddp), LAB_ARGS (lab)"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -52,6 +53,9 @@ simulate: setup ## Write the KuaiRec-shaped simulator's files into data/simulate
 $(DATA_STAMP): setup FORCE
 	@$(PY) -m sasrec report data --profile $(PROFILE) --stamp $@
 
+# papermill writes $@.partial.ipynb, renamed to $@ only once the notebook ran to the end: a run killed
+# meanwhile leaves no executed notebook, and the next run redoes it. An executed notebook without its HTML
+# (killed during nbconvert) is removed by `report verify` at the start of the next `make report`.
 $(EXEC)/%.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(PKG_SRC) $(DATA_STAMP)
 	@mkdir -p $(EXEC) $(HTML)
 	@echo "== $* ($(PROFILE))"
@@ -68,7 +72,15 @@ $(EXEC)/06_experiments.ipynb: $(EXEC)/02_prepare_data.ipynb
 $(OUT)/README.md: $(EXECUTED)
 	$(PY) -m sasrec report summary --reports-dir $(OUT) --profile $(PROFILE)
 
-report: $(OUT)/README.md ## Run notebooks 01-06 headlessly (PROFILE=full|smoke) and regenerate the report
+# `report` holds the profile's lock for the whole run (a second `make report` of the profile waits, or with
+# WAIT=false exits 2 naming the holder), removes executed notebooks whose metrics JSON is missing or damaged
+# (`report verify`), then runs `report-inner`: only changed or removed notebooks rerun.
+WAIT ?= true
+.PHONY: report-inner
+report: setup ## Run notebooks 01-06 headlessly (PROFILE=full|smoke, WAIT=false) and regenerate the report
+	+@$(PY) -m sasrec report run --profile $(PROFILE) $(if $(filter false no 0,$(WAIT)),--no-wait) --make "$(MAKE)"
+
+report-inner: $(OUT)/README.md
 	@echo "report written to $(OUT)/README.md"
 
 test: setup lint ## Lint, then the unit tests and the nbval notebook tests (smoke parameters)
@@ -108,5 +120,5 @@ format: setup ## Sync notebooks' parameters cells from params/full, apply ruff, 
 	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
 clean: ## Remove executed notebooks, HTML, smoke reports, caches (keeps data/raw and committed results)
-	rm -rf reports/executed reports/html reports/smoke data/processed data/.stamps .pytest_cache .ruff_cache
+	rm -rf reports/executed reports/html reports/smoke reports/scratch data/processed data/.stamps .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

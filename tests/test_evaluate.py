@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -12,11 +13,11 @@ import scipy.sparse as sp
 import torch
 
 from sasrec.data.contracts import EvalTask
-from sasrec.errors import ConfigError, SasrecError
+from sasrec.errors import ConfigError, IntegrityError, MissingDataError, SasrecError
 from sasrec.evaluation.bootstrap import bootstrap_ci, paired_difference, paired_table
 from sasrec.evaluation.config import EvalConfig
 from sasrec.evaluation.protocol import evaluate
-from sasrec.evaluation.results import metrics_payload, write_metrics_json
+from sasrec.evaluation.results import metrics_made_by, metrics_payload, read_metrics_json, write_metrics_json
 from sasrec.evaluation.sampling import sampled_candidates
 
 NAN = float("nan")
@@ -288,6 +289,62 @@ def test_metrics_payload_shape_and_strict_json(tmp_path) -> None:
     loaded = json.loads(write_metrics_json(payload, path).read_text())
     assert loaded["valid"]["ndcg@3"] is None
     assert metrics_payload("m", "d", "temporal", "full", 10, None, None)["valid"] is None
+
+
+def test_metrics_json_is_sealed_readable_and_records_what_made_it(tmp_path) -> None:
+    checkpoint = tmp_path / "SASRec.epoch=3.pth"
+    checkpoint.write_bytes(b"weights")
+    payload = {"model": "SASRec", "dataset": "small_matrix", "fit_on": "train", "checkpoint": str(checkpoint),
+               "models": {"bce": {"checkpoint": str(checkpoint), "best_epoch": 3}}, "valid": {"ndcg@10": 0.25}}  # fmt: skip
+    path = write_metrics_json(payload, tmp_path / "m.json", rewritten_by="notebook 03_train (make report)")
+    text = path.read_text()
+    assert text.startswith('{\n  "model": "SASRec",') and text.endswith("}\n")  # indented, human-readable
+    on_disk = json.loads(text)
+    assert list(on_disk) == [*payload, "integrity"]  # the seal is one extra top-level key
+    assert read_metrics_json(path) == payload
+    origin = metrics_made_by(path)
+    assert origin["version"] and origin["rewritten_by"] == "notebook 03_train (make report)"
+    assert (origin["dataset"], origin["fit_on"], origin["model"]) == ("small_matrix", "train", "SASRec")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert origin["checkpoints"] == {
+        "checkpoint": {"path": str(checkpoint), "bytes": 7, "sha256": digest},
+        "models.bce.checkpoint": {"path": str(checkpoint), "bytes": 7, "sha256": digest},
+    }
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("truncated", "is not valid JSON ("),
+        ("hand-edited", "does not match its checksum (edited or damaged)"),
+        ("unsealed", "carries no integrity entry (written by an older version or by hand)"),
+        ("bit-flipped", "does not match its checksum"),
+    ],
+)
+def test_damaged_metrics_json_is_refused_in_one_line(tmp_path, damage: str, problem: str) -> None:
+    path = write_metrics_json({"model": "pop", "test": {"ndcg@10": 0.1234}}, tmp_path / "m.json")
+    text = path.read_text()
+    if damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "hand-edited":
+        path.write_text(text.replace("0.1234", "0.9234"))
+    elif damage == "unsealed":
+        path.write_text(json.dumps({"model": "pop", "test": {"ndcg@10": 0.1234}}))
+    else:
+        raw = bytearray(path.read_bytes())
+        raw[text.index("pop")] ^= 0x02  # "pop" -> "rop"
+        path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError) as caught:
+        read_metrics_json(path, hint="run notebook 04_evaluate (make report) to rewrite it")
+    message = str(caught.value)
+    assert message.startswith(f"metrics file {path} ") and problem in message and "\n" not in message
+    assert message.endswith("; run notebook 04_evaluate (make report) to rewrite it")
+    if damage == "truncated":
+        assert "): it was cut short or damaged;" in message
+    if damage in ("hand-edited", "bit-flipped"):  # parsable: the recorded writer names the command by default
+        assert "; rerun `python " in str(pytest.raises(IntegrityError, read_metrics_json, path).value)
+    with pytest.raises(MissingDataError, match="is missing; rerun the command or notebook that wrote it"):
+        read_metrics_json(tmp_path / "none.json")
 
 
 def test_to_dict_is_json_ready() -> None:

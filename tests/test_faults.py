@@ -1,6 +1,6 @@
 """Fault injection: runs killed at every stage, damaged files, read-only folders, a full disk, two writers.
 
-Runs alone: ``.venv/bin/python -m pytest tests/test_faults.py`` (well under a minute on 2 cores).
+Runs alone: ``.venv/bin/python -m pytest tests/test_faults.py`` (about a minute on 2 cores).
 
 Every case checks the same three promises:
 
@@ -14,16 +14,25 @@ Killed runs go through the command line's entry point (``sasrec.cli.main(["prepa
 subprocess started by :data:`DRIVER`, which patches one internal function of the package to stop at a
 chosen point (a stage of the command) and wait there until the test SIGKILLs it; the package itself
 holds no test hook. Other runs are plain ``python -m sasrec`` subprocesses. To add a case, add a
-stage to :data:`DRIVER` and :data:`KILL_STAGES` (the training stage adds its own in the same way).
+stage to :data:`DRIVER` and :data:`KILL_STAGES`.
+
+Training (``python -m sasrec train`` on tiny simulated data) is killed mid-epoch and mid-checkpoint-write,
+its checkpoints are truncated and bit-flipped, and two runs of one run folder overlap; the promise there
+is that ``--resume=true`` continues from the newest complete checkpoint to the very numbers of an
+uninterrupted run, a damaged checkpoint is refused in one line or skipped, and the checkpoint and the
+metrics JSON that remain belong to the same run. Notebooks: a papermill run killed during ``make``
+leaves no executed notebook and the next ``make`` redoes it; a damaged metrics JSON is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,10 +110,42 @@ elif stage == "swap-fallback":  # no atomic exchange: old folder moved aside, ne
         if pathlib.Path(destination).parent.name.endswith(".old"):
             pause()
     os.replace = replace
+elif stage == "train-epoch":  # second batch of epoch 3: weights changed in memory, nothing of epoch 3 written
+    from sasrec.training import loop
+    current, batches = [0], [0]
+    run_epoch, batch_loss_terms = loop.run_epoch, loop.batch_loss_terms
+    def counted_epoch(run, epoch, **kwargs):
+        current[0], batches[0] = epoch, 0
+        return run_epoch(run, epoch, **kwargs)
+    def counted_batch(*args, **kwargs):
+        batches[0] += 1
+        if current[0] == 3 and batches[0] == 2:
+            pause()
+        return batch_loss_terms(*args, **kwargs)
+    loop.run_epoch, loop.batch_loss_terms = counted_epoch, counted_batch
+elif stage == "train-checkpoint-write":  # epoch 3's resume checkpoint half written, not yet renamed
+    import io, torch
+    save = torch.save
+    def half_save(payload, target, *args, **kwargs):
+        if ".epoch=3." in str(target) and ".last.pth." in str(target):  # the temporary of atomic_path
+            buffer = io.BytesIO()
+            save(payload, buffer, *args, **kwargs)
+            pathlib.Path(target).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            pause()
+        return save(payload, target, *args, **kwargs)
+    torch.save = half_save
+elif stage == "train-hold":  # holds the run folder's lock at the start of epoch 2
+    from sasrec.training import loop
+    run_epoch = loop.run_epoch
+    def held_epoch(run, epoch, **kwargs):
+        if epoch == 2:
+            pause()
+        return run_epoch(run, epoch, **kwargs)
+    loop.run_epoch = held_epoch
 
 import sasrec.cli
-# the real entry point with only the prepare command registered (the others would import torch: slower)
-sasrec.cli.COMMAND_MODULES = tuple(m for m in sasrec.cli.COMMAND_MODULES if m[0] == "sasrec.cli.prepare")
+# the real entry point with only the command run registered (the others would import more: slower)
+sasrec.cli.COMMAND_MODULES = tuple(m for m in sasrec.cli.COMMAND_MODULES if m[0] == "sasrec.cli." + sys.argv[4])
 sys.exit(sasrec.cli.main(sys.argv[4:]))
 """
 
@@ -192,6 +233,7 @@ def start(
         "SASREC_PROGRESS": "0",
         "PYTHONPATH": str(PROJECT),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",  # training: one thread, as in this process (same floating-point sums)
     }
     if stage is None:
         command = [sys.executable, "-m", "sasrec", *args]
@@ -462,3 +504,352 @@ def test_two_concurrent_writers_wait_for_each_other(world: World, root: Path) ->
     assert_same_numbers(
         pipeline.load_prepared("small_matrix", data_dir=world.source, **NEW), world.clean["new"]
     )
+
+
+# ------------------------------------------------------------------------------------------------ training
+TRAIN = ["--dataset=small_matrix", "--maxlen=20", "--hidden_units=16", "--device=cpu", "--progress=false",
+         "--batch_size=8", "--num_epochs=4"]  # fmt: skip
+TRAIN_KILLS = ("train-epoch", "train-checkpoint-write")
+
+
+@dataclass
+class Trained:
+    """An uninterrupted training run and the project roots of the faulty ones (each a copy of ``base``)."""
+
+    base: Path  # prepared data and the uninterrupted run (train_dir reference)
+    reference: dict  # its metrics JSON
+    roots: dict[str, Path]  # stage -> project root of the killed (or held) run, train_dir "run"
+    holder: subprocess.Popen[str]  # stage train-hold: paused at epoch 2 under the run folder's lock
+
+
+def train_args(source: Path, train_dir: str, *more: str) -> list[str]:
+    return ["train", f"--data-dir={source}", *TRAIN, f"--train_dir={train_dir}", *more]
+
+
+def run_folder(root: Path, train_dir: str = "run") -> Path:
+    return root / "models" / f"small_matrix_{train_dir}"
+
+
+def checkpoints(folder: Path, kind: str) -> list[str]:
+    """Names of the visible ``kind`` (best or last) checkpoints of ``folder``."""
+    names = sorted(p.name for p in folder.glob("SASRec.epoch=*.pth") if not p.name.startswith("."))
+    return [name for name in names if name.endswith(".last.pth") == (kind == "last")]
+
+
+def numbers(metrics: dict) -> dict:
+    """What a training run computed: best epoch, validation and test metrics, per-epoch losses."""
+    log = [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["log"]]
+    return {key: metrics[key] for key in ("best_epoch", "valid", "test", "epochs_run")} | {"log": log}
+
+
+@pytest.fixture(scope="module")
+def trained(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    """Start the faulty training runs (in parallel), run the uninterrupted one here meanwhile, kill them."""
+    import torch
+
+    from sasrec.cli import main
+    from sasrec.evaluation.results import read_metrics_json
+
+    base = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SASREC_ROOT", str(base))
+        pipeline.load_prepared("small_matrix", data_dir=world.source)  # what train loads, prepared once
+    roots, runs = {}, {}
+    for stage in (*TRAIN_KILLS, "train-hold"):
+        roots[stage] = tmp_path_factory.mktemp(stage)
+        shutil.copytree(base / "data", roots[stage] / "data")
+        metrics = ["--metrics_json=" + str(roots[stage] / "run.json")]
+        runs[stage] = start(roots[stage], train_args(world.source, "run", *metrics), stage)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SASREC_ROOT", str(base))
+            assert (
+                main(train_args(world.source, "reference", f"--metrics_json={base / 'reference.json'}")) == 0
+            )
+        for stage in TRAIN_KILLS:
+            wait_until_stopped(roots[stage], runs[stage])
+            runs[stage].send_signal(signal.SIGKILL)
+            runs[stage].communicate(timeout=60)
+            assert runs[stage].returncode == -signal.SIGKILL
+        wait_until_stopped(roots["train-hold"], runs["train-hold"])
+        reference = read_metrics_json(base / "reference.json")
+        yield Trained(base=base, reference=reference, roots=roots, holder=runs["train-hold"])
+    finally:
+        torch.set_num_threads(threads)
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+
+
+@pytest.mark.parametrize("stage", TRAIN_KILLS)
+def test_killed_training_resumes_from_the_newest_complete_checkpoint_to_the_same_numbers(
+    world: World,
+    trained: Trained,
+    stage: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sasrec.cli import main
+    from sasrec.evaluation.results import read_metrics_json
+    from sasrec.training.checkpoints import read_checkpoint
+
+    root = trained.roots[stage]
+    folder = run_folder(root)
+    # a complete state survives: the resume checkpoint of epoch 2 and the best weights verify (killed while
+    # writing epoch 3's resume checkpoint, epoch 3's best weights may already be complete too)
+    (last,) = checkpoints(folder, "last")
+    assert last.startswith("SASRec.epoch=2.") and read_checkpoint(folder / last)["epoch"] == 2
+    best_epochs = [read_checkpoint(folder / name)["epoch"] for name in checkpoints(folder, "best")]
+    assert best_epochs and max(best_epochs) <= (3 if stage == "train-checkpoint-write" else 2)
+    leftovers = [p.name for p in paths.find_temporaries(folder)]
+    if (
+        stage == "train-checkpoint-write"
+    ):  # the half-written temporary is hidden, never taken for a checkpoint
+        assert [name[: -len(".abcdefgh.tmp")] for name in leftovers] == [
+            "." + last.replace(".epoch=2.", ".epoch=3.")
+        ]
+    else:
+        assert leftovers == []
+    assert not (root / "run.json").exists()
+
+    monkeypatch.setenv("SASREC_ROOT", str(root))
+    resumed = root / "resumed.json"
+    assert main(train_args(world.source, "run", "--resume=true", f"--metrics_json={resumed}")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"resuming from {folder / last}\n")  # the next command says what it does
+    assert "epoch   3  loss" in out and "epoch   2  loss" not in out
+    assert numbers(read_metrics_json(resumed)) == numbers(trained.reference)  # exactly the uninterrupted run
+    assert checkpoints(folder, "last")[0].startswith("SASRec.epoch=4.")
+    reference_best = (
+        run_folder(trained.base, "reference") / checkpoints(run_folder(trained.base, "reference"), "best")[0]
+    )
+    (best,) = checkpoints(folder, "best")
+    assert read_checkpoint(folder / best)["digests"] == read_checkpoint(reference_best)["digests"]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_weight(path: Path) -> None:
+    """Flip one bit inside the stored bytes of the item embedding (the file still loads)."""
+    from sasrec.training.checkpoints import read_checkpoint
+
+    weights = read_checkpoint(path)["model_state"]["item_emb.weight"].numpy().tobytes()
+    raw = bytearray(path.read_bytes())
+    at = raw.find(weights[256:320])
+    assert at > 0
+    raw[at + 5] ^= 0x04
+    path.write_bytes(bytes(raw))
+
+
+def test_damaged_checkpoints_are_refused_in_one_line_or_skipped_by_resume(
+    world: World, trained: Trained, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sasrec.cli import main
+    from sasrec.evaluation.results import read_metrics_json
+
+    root = trained.base
+    monkeypatch.setenv("SASREC_ROOT", str(root))
+    reference = run_folder(root, "reference")
+    (best,) = checkpoints(reference, "best")
+    (last,) = checkpoints(reference, "last")
+    for damage, spoil, problem in (
+        ("truncated", _truncate, "cannot be read (truncated or damaged: "),
+        ("bit-flipped", _flip_a_weight, ": the model_state tensors do not match their recorded SHA-256 (the file "
+                                        "is damaged); retrain, or resume from another checkpoint of the run"),
+    ):  # fmt: skip
+        damaged = root / f"{damage}.pth"
+        shutil.copy(reference / best, damaged)
+        spoil(damaged)
+        capsys.readouterr()
+        assert main(["train", f"--data-dir={world.source}", "--dataset=small_matrix", "--inference_only=true",
+                     f"--state_dict_path={damaged}", "--device=cpu"]) == 2  # fmt: skip
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: checkpoint {damaged}") and problem in captured.err
+        assert captured.err.count("\n") == 1 and "test" not in captured.out  # refused before evaluating
+
+    # --resume=true skips a damaged newest .last.pth (epoch 5, bit-flipped) for the complete one (epoch 4)
+    skip = run_folder(root, "skip")
+    shutil.copytree(reference, skip)
+    newer = skip / last.replace(".epoch=4.", ".epoch=5.")
+    shutil.copy(skip / last, newer)
+    _flip_a_weight(newer)
+    metrics = root / "skip.json"
+    assert main(train_args(world.source, "skip", "--resume=true", f"--metrics_json={metrics}")) == 0
+    assert capsys.readouterr().out.startswith(f"resuming from {skip / last}\n")
+    assert numbers(read_metrics_json(metrics)) == numbers(trained.reference)
+
+    # ... and refuses in one line when no resume checkpoint is usable
+    none = run_folder(root, "none")
+    none.mkdir()
+    shutil.copy(reference / last, none / last)
+    _truncate(none / last)
+    assert main(train_args(world.source, "none", "--resume=true")) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: no complete checkpoint to resume in {none} for {last.replace('.epoch=4', '').removesuffix('.last.pth')} "
+        "(1 damaged); start without --resume or pass --state_dict_path\n"
+    )
+
+
+def test_two_training_runs_of_one_run_folder_never_mix(
+    world: World, trained: Trained, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sasrec import integrity
+    from sasrec.cli import main
+    from sasrec.evaluation.results import metrics_made_by, read_metrics_json
+    from sasrec.training.checkpoints import read_checkpoint
+
+    root, holder = trained.roots["train-hold"], trained.holder
+    monkeypatch.setenv("SASREC_ROOT", str(root))
+    folder, metrics = run_folder(root), root / "run.json"
+    second = train_args(world.source, "run", "--seed=1", f"--metrics_json={metrics}")
+    assert main(second) == 2  # refused at once, in one line naming the holder
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run folder {folder} is being written by pid {holder.pid} since ")
+    assert (
+        err.endswith("; wait for it to finish, or pass --wait=true to wait for it\n") and err.count("\n") == 1
+    )
+    log = root / "waiting.stderr"
+    with log.open("w") as stderr:
+        waiting = start(root, [*second, "--wait=true"], stderr=stderr)
+    try:
+        deadline = time.monotonic() + 90
+        while "waiting for run folder" not in log.read_text():  # it waits, saying for whom
+            assert waiting.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        (root / "release").touch()
+        holder_out, _ = holder.communicate(timeout=120)
+        waiting_out, _ = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert holder.returncode == 0 and waiting.returncode == 0, log.read_text()
+    assert log.read_text().startswith(f"waiting for run folder {folder} (held by pid {holder.pid} since ")
+    assert "epoch   4  loss" in holder_out and "epoch   1  loss" in waiting_out  # one after the other
+    # what remains is one run: the second one's checkpoints, and its metrics naming and holding them
+    assert [len(checkpoints(folder, kind)) for kind in ("best", "last")] == [1, 1]
+    payload, origin = read_metrics_json(metrics), metrics_made_by(metrics)
+    checkpoint = Path(payload["checkpoint"])
+    assert checkpoint.parent == folder and checkpoint.name == checkpoints(folder, "best")[0]
+    assert origin["checkpoints"]["checkpoint"]["sha256"] == integrity.sha256_file(checkpoint)
+    assert payload["config"]["seed"] == read_checkpoint(checkpoint)["config"]["seed"] == 1
+    assert paths.find_temporaries(folder) == []
+
+
+# ----------------------------------------------------------------------------------------------- notebooks
+FAKE_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "id": "parameters", "metadata": {"tags": ["parameters"]}, "outputs": [],
+         "execution_count": None, "source": "marker = ''\nrelease = ''"},
+        {"cell_type": "code", "id": "work", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "import os, pathlib, time\npathlib.Path(marker).write_text(str(os.getpid()))\n"
+                   "while not pathlib.Path(release).exists():\n    time.sleep(0.05)\nprint('ran to the end')"},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}  # fmt: skip
+
+
+def test_notebook_killed_during_make_leaves_no_executed_notebook_and_reruns(tmp_path: Path) -> None:
+    """The Makefile's notebook rule on a tiny notebook: papermill killed mid-cell, then make again."""
+    venv = Path(sys.prefix)
+    if (
+        shutil.which("make") is None
+        or not (venv / ".installed").is_file()
+        or not (venv / "bin" / "papermill").exists()
+    ):
+        pytest.skip("needs GNU make and the environment made by `make setup` (papermill, the python3 kernel)")
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params" / "fake").mkdir(parents=True)
+    (root / "Makefile").symlink_to(PROJECT / "Makefile")
+    (root / "pyproject.toml").touch()
+    os.utime(root / "pyproject.toml", (1, 1))  # older than the venv: make does not reinstall
+    (root / "notebooks" / "01_fake.ipynb").write_text(json.dumps(FAKE_NOTEBOOK))
+    stamp = root / "data" / ".stamps" / "fake.data"  # the data step's stamp: the data have not changed
+    stamp.parent.mkdir(parents=True)
+    stamp.touch()
+    os.utime(stamp, (1, 1))
+    marker, release = tmp_path / "kernel.pid", tmp_path / "release"
+    (root / "params" / "fake" / "01_fake.yaml").write_text(f"marker: {marker}\nrelease: {release}\n")
+    target = "reports/fake/executed/01_fake.ipynb"
+    # the real rule; only the package's sources and the data step (make report's) are left out
+    command = [
+        "make",
+        "-C",
+        str(root),
+        target,
+        "PROFILE=fake",
+        f"VENV={venv}",
+        "PKG_SRC=",
+        "PY=true",
+    ]
+    env = {**os.environ, "SASREC_ROOT": str(root), "MAKEFLAGS": ""}
+    make = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    kernel = 0
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() or not marker.read_text():
+            assert make.poll() is None and time.monotonic() < deadline, make.communicate()
+            time.sleep(0.05)
+        kernel = int(marker.read_text())
+        os.killpg(make.pid, signal.SIGKILL)  # make, its shell and papermill, in the middle of the cell
+        make.communicate(timeout=60)
+        executed = root / target
+        assert not executed.exists()  # no executed notebook under the final name
+        assert executed.with_name("01_fake.ipynb.partial.ipynb").exists()
+
+        release.touch()
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "== 01_fake (fake)" in again.stdout  # the next run redoes it
+        assert "ran to the end" in executed.read_text()
+        assert not executed.with_name("01_fake.ipynb.partial.ipynb").exists()
+        assert (root / "reports" / "fake" / "html" / "01_fake.html").is_file()
+        done = executed.stat().st_mtime_ns
+        unchanged = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert unchanged.returncode == 0 and "== 01_fake" not in unchanged.stdout  # now it is left alone
+        assert executed.stat().st_mtime_ns == done
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.communicate()
+        if kernel:  # the kernel polls its parent and exits with it; make sure it has
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kernel, signal.SIGKILL)
+
+
+# -------------------------------------------------------------------------------------------- metrics JSON
+@pytest.mark.parametrize("damage", ["truncated", "hand-edited"])
+def test_damaged_metrics_json_is_refused_by_every_reader(
+    root: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sasrec.cli
+    from sasrec.evaluation.results import write_metrics_json
+    from sasrec.study.context import Study, StudyPaths
+
+    path = write_metrics_json(
+        {"dataset": "small_matrix", "ndcg@10": 0.3125}, root / "reports" / "metrics" / "eda.json"
+    )
+    text = path.read_text()
+    path.write_text(text[: len(text) - 50] if damage == "truncated" else text.replace("0.3125", "0.4125"))
+    problem = (
+        "is not valid JSON (" if damage == "truncated" else "does not match its checksum (edited or damaged)"
+    )
+    with pytest.raises(IntegrityError, match=re.escape(problem)):
+        Study(paths=StudyPaths(reports_dir=str(root / "reports"))).load_json("eda")
+    report_only = (("sasrec.cli.report", "add_parser"),)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sasrec.cli, "COMMAND_MODULES", report_only)
+        assert sasrec.cli.main(["report", "summary", "--reports-dir", str(root / "reports")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: metrics file {path} ") and problem in err
+    assert err.endswith("; run notebook 01_eda (make report) to rewrite it\n") and err.count("\n") == 1
+    assert not (root / "reports" / "README.md").exists()  # nothing rendered from damaged numbers

@@ -1,8 +1,13 @@
-"""Project plumbing: pinned dependencies in both manifests, the CLI's error contract, the report."""
+"""Project plumbing: pinned dependencies in both manifests, the CLI's error contract, the report and its
+``make report`` steps (verify, the profile's lock)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -10,8 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sasrec.errors import MissingDataError
+import sasrec.cli
+from sasrec.errors import IntegrityError, MissingDataError
+from sasrec.evaluation.results import metrics_made_by, write_metrics_json
 from sasrec.study import report
+from sasrec.study.context import METRICS_NOTEBOOKS, Study, StudyPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,14 +93,14 @@ def _evaluation_payload() -> dict:
 def test_summary_fills_every_number_and_setting_from_the_metrics(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    (metrics / "evaluation.json").write_text(json.dumps(_evaluation_payload()))
+    write_metrics_json(_evaluation_payload(), metrics / "evaluation.json")
     experiments = {
         "dataset": "small_matrix", "k": 5, "variants": {"bce": {"model": "sasrec"}}, "grid": {"lr": [0.001]},
         "runs": [{"variant": "bce", "lr": 0.001, "num_epochs": 5, "valid_ndcg@5": 0.4567}],
         "best": {"config": {"variant": "bce", "lr": 0.001, "num_epochs": 5}, "valid_ndcg@5": 0.4567,
                  "test": {"ndcg@5": 0.3012, "precision@5": 0.0456, "recall@5": 0.2789, "hr@5": 0.5, "users": 12}},
     }  # fmt: skip
-    (metrics / "experiments.json").write_text(json.dumps(experiments))
+    write_metrics_json(experiments, metrics / "experiments.json")
     text = report.build_summary(tmp_path)
     assert "KuaiRec-shaped simulator (scale 0.2, seed 0)" in text and "not the real KuaiRec 2.0" in text
     for number in ("0.4567", "0.3012", "0.0456", "0.2789", "0.3100 [0.3000, 0.3200]", "69.4", "87%"):
@@ -126,3 +134,160 @@ def test_atomic_write_gives_the_umask_mode_and_leaves_no_temporary(tmp_path: Pat
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing half-written left behind
+
+
+def test_damaged_metrics_are_refused_by_the_summary_and_the_notebooks(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    path = write_metrics_json(_evaluation_payload(), metrics / "evaluation.json")
+    path.write_text(path.read_text().replace("0.31", "0.41"))  # a hand-edited number
+    with pytest.raises(IntegrityError) as caught:
+        report.build_summary(tmp_path)
+    assert str(caught.value) == (
+        f"metrics file {path} does not match its checksum (edited or damaged); run notebook 04_evaluate "
+        "(make report) to rewrite it"
+    )
+    study = Study(paths=StudyPaths(reports_dir=str(tmp_path)))
+    with pytest.raises(IntegrityError, match="run notebook 04_evaluate"):
+        study.load_json("evaluation")
+    path.write_text(json.dumps(_evaluation_payload()))  # unsealed: an older version or a hand-made file
+    with pytest.raises(IntegrityError, match="carries no integrity entry"):
+        report.load_metrics(tmp_path)
+    with pytest.raises(MissingDataError, match="training.json is missing: run notebook 03_train"):
+        study.load_json("training")
+    study.__dict__["data_source"] = "a fake source"  # the cached property, without looking for data
+    written = study.save_json({"dataset": "small_matrix", "models": {}}, "training")
+    assert study.load_json("training") == {
+        "data_source": "a fake source",
+        "dataset": "small_matrix",
+        "models": {},
+    }
+    assert metrics_made_by(written)["rewritten_by"] == "notebook 03_train (make report)"
+
+
+# ------------------------------------------------------------------------------ make report: verify, lock
+NOTEBOOK_NAMES = sorted(set(METRICS_NOTEBOOKS.values()))
+# Holds the lock of report profile argv[1] until file argv[3] exists (touches argv[2] once held).
+HOLDER = """
+import pathlib, sys, time
+from sasrec.study.profiles import profile_lock
+with profile_lock(sys.argv[1]):
+    pathlib.Path(sys.argv[2]).touch()
+    while not pathlib.Path(sys.argv[3]).exists():
+        time.sleep(0.05)
+"""
+# A stand-in for make: records its arguments and whether the profile's lock is held, exits with status 3.
+FAKE_MAKE = """
+import json, pathlib, sys
+from sasrec.study.profiles import profile_dirs
+from sasrec.locks import is_locked
+executed = profile_dirs("fake")[1]
+record = {"argv": sys.argv[1:], "locked": is_locked(executed), "executed": sorted(p.name for p in executed.iterdir())}
+pathlib.Path(sys.argv[0]).with_suffix(".json").write_text(json.dumps(record))
+sys.exit(3)
+"""
+
+
+@pytest.fixture
+def fake_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root with report profile ``fake``: every notebook executed, its HTML and sealed metrics."""
+    root = tmp_path / "project"
+    monkeypatch.setenv("SASREC_ROOT", str(root))
+    monkeypatch.setattr(sasrec.cli, "COMMAND_MODULES", (("sasrec.cli.report", "add_parser"),))
+    out = root / "reports" / "fake"
+    for name in NOTEBOOK_NAMES:
+        params = root / "params" / "fake" / f"{name}.yaml"
+        params.parent.mkdir(parents=True, exist_ok=True)
+        params.write_text("paths: {reports_dir: reports/fake}\n")
+        (out / "executed").mkdir(parents=True, exist_ok=True)
+        (out / "executed" / f"{name}.ipynb").write_text(json.dumps({"cells": [], "nbformat": 4}))
+        (out / "html").mkdir(parents=True, exist_ok=True)
+        (out / "html" / f"{name}.html").write_text("<html><body>ran</body></html>\n")
+    for metrics in METRICS_NOTEBOOKS:
+        write_metrics_json({"name": metrics, "mean": 0.5}, out / "metrics" / f"{metrics}.json")
+    return root
+
+
+def _executed(root: Path) -> list[str]:
+    return sorted(
+        p.name for p in (root / "reports" / "fake" / "executed").iterdir() if not p.name.startswith(".")
+    )
+
+
+def test_report_verify_removes_exactly_the_notebooks_whose_outputs_are_damaged(
+    fake_profile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, out = fake_profile, fake_profile / "reports" / "fake"
+    assert sasrec.cli.main(["report", "verify", "--profile", "fake"]) == 0
+    assert capsys.readouterr().out == "reports/fake/executed: the outputs of every executed notebook verify\n"
+    evaluation = out / "metrics" / "evaluation.json"
+    evaluation.write_text(evaluation.read_text().replace("0.5", "0.6"))  # hand-edited
+    (out / "metrics" / "training_big.json").unlink()  # 05 writes two files; one is missing
+    prepare = out / "metrics" / "prepare.json"
+    prepare.write_bytes(prepare.read_bytes()[:40])  # cut short
+    (out / "html" / "01_eda.html").write_text("<html><body>half")  # nbconvert killed
+    (out / "executed" / "06_experiments.ipynb.partial.ipynb").write_text("{")  # papermill killed: kept
+    assert sasrec.cli.main(["report", "verify", "--profile", "fake"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "removed reports/fake/executed/01_eda.ipynb and reports/fake/html/01_eda.html: its HTML "
+        "reports/fake/html/01_eda.html is cut short (killed during nbconvert); make report reruns 01_eda",
+        f"removed reports/fake/executed/02_prepare_data.ipynb and reports/fake/html/02_prepare_data.html: metrics "
+        f"file {prepare} is not valid JSON (Expecting property name enclosed in double quotes: line 4 column 3): it "
+        "was cut short or damaged; make report reruns 02_prepare_data",
+        f"removed reports/fake/executed/04_evaluate.ipynb and reports/fake/html/04_evaluate.html: metrics file "
+        f"{evaluation} does not match its checksum (edited or damaged); make report reruns 04_evaluate",
+        "removed reports/fake/executed/05_cross_dataset.ipynb and reports/fake/html/05_cross_dataset.html: its "
+        "metrics file reports/fake/metrics/training_big.json is missing; make report reruns 05_cross_dataset",
+        "reports/fake/executed: 4 executed notebook(s) removed",
+    ]
+    assert _executed(root) == ["03_train.ipynb", "06_experiments.ipynb", "06_experiments.ipynb.partial.ipynb"]
+    assert sorted(p.name for p in (out / "html").iterdir()) == ["03_train.html", "06_experiments.html"]
+    assert sasrec.cli.main(["report", "verify", "--profile", "nope"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --profile nope: {root / 'params' / 'nope'} does not exist; choose one of fake\n"
+    )
+
+
+def _child(root: Path, code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SASREC_ROOT": str(root), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def test_report_run_holds_the_profile_lock_verifies_then_runs_make(
+    fake_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = fake_profile
+    held, release = tmp_path / "held", tmp_path / "release"
+    holder = _child(root, HOLDER, "fake", str(held), str(release))
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
+            time.sleep(0.05)
+        assert sasrec.cli.main(["report", "run", "--profile", "fake", "--no-wait"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"error: report profile fake {root / 'reports' / 'fake' / 'executed'} is being written by pid "
+            f"{holder.pid} since "
+        )
+        assert err.endswith(
+            "; wait for it to finish, or run again without --no-wait (make report without WAIT=false) to wait "
+            "for it\n"
+        )
+        assert err.count("\n") == 1 and "(python -c fake " in err
+    finally:
+        release.touch()
+        holder.communicate(timeout=60)
+    metrics = root / "reports" / "fake" / "metrics" / "experiments.json"
+    metrics.write_text(metrics.read_text().replace('"mean": 0.5', '"mean": 1.5'))
+    fake_make = tmp_path / "make.py"
+    fake_make.write_text(FAKE_MAKE)
+    command = ["report", "run", "--profile", "fake", "--make", f"{sys.executable} {fake_make}", "--", "-k"]
+    assert sasrec.cli.main(command) == 3  # make's exit status
+    out = capsys.readouterr().out
+    assert out.startswith("removed reports/fake/executed/06_experiments.ipynb and reports/fake/html/06_")
+    record = json.loads(fake_make.with_suffix(".json").read_text())
+    assert record["argv"] == ["report-inner", "PROFILE=fake", "-k"]
+    assert record["locked"] is True  # make runs while the profile is held
+    assert "06_experiments.ipynb" not in record["executed"] and "05_cross_dataset.ipynb" in record["executed"]

@@ -172,15 +172,19 @@ def run(args: argparse.Namespace) -> int:
         from sasrec.inference.recommend import recommend, write_recommendations
 
         # Input: each user's train + valid events of the split (with --training_dataset: of the training
-        # dataset, scored by the model refitted on all its events).
+        # dataset), scored by the model fitted under the policy for the test stage.
         frame = recommend(test_model, rec_data, top_n=args.top_n, split=split, maxlen=args.maxlen)
         stem = (
             user_path(args.recommendations_path)
             if args.recommendations_path
             else models_dir() / "recommendations" / f"{args.model}_{rec_data.name}_{split}"
         )
-        parquet_path, csv_path = write_recommendations(frame, stem)
-        print(f"recommendations ({len(frame):,} rows) written to {parquet_path} and {csv_path}")
+        made_by = {"model": args.model, "dataset": rec_data.name, "fingerprint": rec_data.fingerprint, "split": split,
+                   "fit_on": args.fit_on, "top_n": args.top_n, "fit_events": test_model.fit_events}  # fmt: skip
+        parquet_path, csv_path = write_recommendations(frame, stem, made_by=made_by)
+        print(
+            f"recommendations ({len(frame):,} rows) written to {parquet_path} and {csv_path} (with a manifest)"
+        )
     return 0
 
 

@@ -1,10 +1,92 @@
-"""``python -m sasrec report data|summary``: the report's steps for ``make``."""
+"""``python -m sasrec report run|verify|data|summary|params|notebook``: the report's steps for ``make``.
+
+``make report`` runs ``report run --profile P``, which holds the profile's lock (:mod:`sasrec.locks`) for the
+whole run, so that two ``make report`` of one profile never interleave (the second waits, saying for whom,
+or with ``--no-wait`` / ``make report WAIT=false`` refuses in one line naming the holder). Under the lock it
+runs ``report verify`` (executed notebooks whose metrics JSON is missing or damaged are removed, so that
+make reruns exactly those) and then ``make report-inner``, which reruns changed notebooks by timestamps and
+writes the summary; its exit status is the command's.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import re
+import shlex
+import subprocess
 
+from sasrec import paths
 from sasrec.errors import ConfigError
+from sasrec.study.profiles import check_profile, profile_dirs, profile_lock, shown, verify_profile
+
+logger = logging.getLogger(__name__)
+#: The inner make target that ``report run`` runs under the profile's lock.
+INNER_TARGET = "report-inner"
+
+
+def _jobserver_fds() -> tuple[int, ...]:
+    """The pipe of the calling make's jobserver (``make -j``), passed on so the inner make shares it."""
+    found = re.search(r"--jobserver-(?:auth|fds)=(\d+),(\d+)", os.environ.get("MAKEFLAGS", ""))
+    fds = []
+    for fd in map(int, found.groups() if found else ()):
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            fds.append(fd)
+    return tuple(fds)
+
+
+def _make_dry_run() -> bool:
+    """Whether the calling make runs with -n (its single-letter flags are MAKEFLAGS' first word)."""
+    first = os.environ.get("MAKEFLAGS", "").split(" ", 1)[0]
+    return not first.startswith("-") and "n" in first
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 + -returncode if returncode < 0 else returncode
+
+
+# ------------------------------------------------------------------------------------------ commands
+def _verify(args: argparse.Namespace) -> int:
+    check_profile(args.profile)
+    with profile_lock(args.profile, wait=not args.no_wait):
+        lines = verify_profile(args.profile)
+    for line in lines:
+        print(line)
+    _out, executed, _html = profile_dirs(args.profile)
+    print(
+        f"{shown(executed)}: {len(lines)} executed notebook(s) removed"
+        if lines
+        else f"{shown(executed)}: the outputs of every executed notebook verify"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Hold the profile's lock, verify the executed notebooks, then run ``make report-inner``."""
+    check_profile(args.profile)
+    make_args = list(args.make_args)
+    if make_args and make_args[0] == "--":
+        make_args = make_args[1:]
+    command = [*shlex.split(args.make), INNER_TARGET, f"PROFILE={args.profile}", *make_args]
+    with profile_lock(args.profile, wait=not args.no_wait):
+        for line in verify_profile(args.profile, dry_run=_make_dry_run()):
+            print(line, flush=True)
+        try:
+            completed = subprocess.run(
+                command, cwd=paths.project_root(), pass_fds=_jobserver_fds(), check=False
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"--make {args.make!r}: cannot run {command[0]} ({exc.strerror or exc}); install GNU make or pass --make"
+            ) from None
+    status = _exit_status(completed.returncode)
+    if status:
+        name = f"signal {-completed.returncode}" if completed.returncode < 0 else f"status {status}"
+        logger.warning("%s ended with %s (report profile %s)", shlex.join(command), name, args.profile)
+    return status
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -52,11 +134,33 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``report data`` and ``report summary``."""
+    """Register ``report run``, ``verify``, ``data``, ``summary``, ``params`` and ``notebook``."""
     parser = subparsers.add_parser(
-        "report", help="report steps: ensure a profile's data, write reports/README.md"
+        "report", help="report steps: run make report under the profile's lock, verify, data, summary"
     )
     sub = parser.add_subparsers(dest="report_command", metavar="STEP", required=True)
+    run = sub.add_parser(
+        "run",
+        help="hold the profile's lock, remove executed notebooks with damaged outputs, run make report-inner",
+    )
+    run.add_argument("--profile", default="full", help="params/<profile>/ to run (default full)")
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="exit 2 at once when another run holds the profile (make WAIT=false)",
+    )
+    run.add_argument("--make", default="make", help="the make program to run (make passes $(MAKE))")
+    run.add_argument("make_args", nargs=argparse.REMAINDER, help="after --: more arguments for make")
+    run.set_defaults(func=_run)
+    verify = sub.add_parser(
+        "verify",
+        help="remove every executed notebook (and HTML) whose metrics JSON is missing or damaged, so make reruns it",
+    )
+    verify.add_argument("--profile", default="full", help="params/<profile>/ to check (default full)")
+    verify.add_argument(
+        "--no-wait", action="store_true", help="exit 2 at once when a report run holds the profile"
+    )
+    verify.set_defaults(func=_verify)
     data = sub.add_parser("data", help="make sure the profile's data exist (simulate when no real data)")
     data.add_argument("--profile", default="full", help="params/<profile>/ to read (default full)")
     data.add_argument("--stamp", default=None, help="file rewritten only when the data changed (for make)")

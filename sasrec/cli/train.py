@@ -291,12 +291,14 @@ def _recommend(checkpoint: Path, data: PreparedData, top_n: int, device: str) ->
     recommender = Recommender.from_checkpoint(checkpoint, device=device)
     frame = recommender.recommend_dataset(data, top_n=top_n)
     stem = checkpoint.parent / f"recommendations.{data.name}.{recommender.config.split}.top{top_n}"
-    parquet_path, csv_path = write_recommendations(frame, stem)
+    made_by = {"checkpoint": str(checkpoint), "dataset": data.name, "fingerprint": data.fingerprint,
+               "split": recommender.config.split, "top_n": top_n}  # fmt: skip
+    parquet_path, csv_path = write_recommendations(frame, stem, made_by=made_by)
     n_users = frame["user_id"].nunique()
     n_fallback = frame.loc[frame["fallback"], "user_id"].nunique()
     print(
         f"recommendations: top {top_n} for {n_users} users ({n_fallback} by the popularity fallback) "
-        f"written to {parquet_path} and {csv_path}"
+        f"written to {parquet_path} and {csv_path} (checksums in {stem.name}.manifest.json)"
     )
 
 
@@ -484,6 +486,17 @@ def _report(result: Any, data: PreparedData, config: TrainConfig, test_task: Any
         _recommend(result.checkpoint_path, data, int(settings.get("top_n") or 10), str(device))
 
 
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary files of a killed checkpoint write (never complete-looking: they have a hidden .tmp name)."""
+    from sasrec.paths import find_temporaries
+
+    stale = find_temporaries(folder)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d stale temporary file(s) of an interrupted run in %s", len(stale), folder)
+
+
 def _training(settings: dict[str, Any]) -> int:
     """Train (or resume) under the run folder's lock, then report validation and test metrics."""
     _check_training_flags(settings)
@@ -492,6 +505,8 @@ def _training(settings: dict[str, Any]) -> int:
     hint = "wait for it to finish, or pass --wait=true to wait for it"
     lock = locked(folder, what="run folder", wait=bool(settings.get("wait")), hint=hint)
     with lock if context.is_main else contextlib.nullcontext():  # rank 0 writes the run folder
+        if context.is_main:
+            _remove_leftovers(folder)
         resume_from = None
         if settings.get("resume"):
             path = settings.get("state_dict_path")

@@ -1,17 +1,42 @@
-"""The metrics JSON shared by every command and notebook: payload, JSON-safe values, atomic write."""
+"""The metrics JSON shared by every command and notebook: payload, JSON-safe values, sealed atomic write.
+
+Every metrics file is self-checking: :func:`write_metrics_json` seals the payload
+(:func:`sasrec.integrity.seal`: a checksum of the content plus ``made_by``, a description of what made it:
+the package version, the command or notebook that rewrites it, and the origin the payload names: dataset,
+split, fitting policy, data source and each checkpoint's path with the SHA-256 of the file) and writes it
+atomically, indented, with the seal as one extra top-level key ``"integrity"``. :func:`read_metrics_json`
+refuses, in one line naming the file and what rewrites it, a file that is cut short, edited by hand or
+written without a seal.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sasrec import __version__, integrity
+from sasrec.errors import IntegrityError, MissingDataError
 from sasrec.evaluation.protocol import EvalResult
 from sasrec.paths import atomic_write_text
+
+#: Top-level payload keys copied into ``made_by`` (what the numbers were computed from).
+ORIGIN_KEYS = (
+    "model",
+    "dataset",
+    "train_dataset",
+    "test_dataset",
+    "trained_on",
+    "split",
+    "fit_on",
+    "data_source",
+)
 
 
 def metrics_payload(
@@ -67,7 +92,119 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def write_metrics_json(payload: dict, path: str | Path) -> Path:
-    """Write ``payload`` as indented strict JSON (NaN -> null) atomically; return the path."""
-    text = json.dumps(json_ready(payload), indent=2, allow_nan=False)
-    return atomic_write_text(Path(path), text + "\n")
+def command_line() -> str:
+    """This process's command line as a user would type it (``python -m sasrec train --dataset=...``)."""
+    argv = list(sys.argv) or ["python"]
+    first = Path(argv[0]).name
+    argv[0] = "python -m sasrec" if first in ("__main__.py", "sasrec") else "python " + argv[0]
+    text = " ".join(argv)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _checkpoint_record(value: str) -> dict[str, Any]:
+    path = Path(value)
+    record: dict[str, Any] = {"path": value}
+    if path.is_file():
+        record.update(integrity.file_record(path))
+    return record
+
+
+def metrics_origin(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What the payload says it was computed from: :data:`ORIGIN_KEYS` and every checkpoint it names.
+
+    Checkpoints are the string values of a ``"checkpoint"`` key at the top level or one mapping down
+    (``{"models": {"bce": {"checkpoint": ...}}}``), recorded under their dotted key with the file's size
+    and SHA-256 when it exists.
+    """
+    origin: dict[str, Any] = {key: payload[key] for key in ORIGIN_KEYS if key in payload}
+    checkpoints: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key == "checkpoint" and isinstance(value, str):
+            checkpoints["checkpoint"] = _checkpoint_record(value)
+        elif isinstance(value, Mapping):
+            for inner, item in value.items():
+                if isinstance(item, Mapping) and isinstance(item.get("checkpoint"), str):
+                    checkpoints[f"{key}.{inner}.checkpoint"] = _checkpoint_record(item["checkpoint"])
+    if checkpoints:
+        origin["checkpoints"] = checkpoints
+    return origin
+
+
+def write_metrics_json(
+    payload: Mapping[str, Any],
+    path: str | Path,
+    *,
+    rewritten_by: str | None = None,
+    made_by: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``payload`` sealed, as indented strict JSON (NaN -> null), atomically; return the path.
+
+    Args:
+        payload: the metrics (DataFrames, numpy values and paths are converted by :func:`json_ready`).
+        path: the file to write.
+        rewritten_by: how to write the file again, shown when it is refused (default: this process's
+            command line; a notebook passes ``"notebook 03_train (make report)"``).
+        made_by: more of what made it, added to the seal's description (:func:`metrics_origin` and the
+            package version are always recorded).
+    """
+    content = json_ready(dict(payload))
+    origin = {
+        "package": "sasrec",
+        "version": __version__,
+        "rewritten_by": rewritten_by or command_line(),
+        **json_ready(metrics_origin(content)),
+        **json_ready(dict(made_by or {})),
+    }
+    sealed = integrity.seal(content, origin)
+    text = json.dumps(sealed, indent=2, allow_nan=False, ensure_ascii=False)
+    return atomic_write_text(Path(path), text + "\n", what=f"metrics file {Path(path).name}")
+
+
+def _remedy(payload: Any, hint: str | None) -> str:
+    if hint:
+        return hint
+    writer = integrity.made_by(payload).get("rewritten_by") if isinstance(payload, Mapping) else None
+    return f"rerun `{writer}` to rewrite it" if writer else "rerun the command or notebook that wrote it"
+
+
+def _read_sealed(path: Path, hint: str | None) -> dict[str, Any]:
+    what = f"metrics file {path}"
+    if not path.is_file():
+        raise MissingDataError(f"{what} is missing; {_remedy(None, hint)}")
+    try:
+        payload = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = (
+            f"{exc.msg}: line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else "bad bytes"
+        )
+        raise IntegrityError(
+            f"{what} is not valid JSON ({reason}): it was cut short or damaged; {_remedy(None, hint)}"
+        ) from None
+    try:
+        return integrity.verify_sealed(payload, what)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}; {_remedy(payload, hint)}") from None
+
+
+def read_metrics_json(path: str | Path, *, hint: str | None = None) -> dict[str, Any]:
+    """Read and verify a metrics file written by :func:`write_metrics_json`; return the payload (no seal).
+
+    Args:
+        path: the metrics file.
+        hint: how to rewrite it, ending the error message (default: the ``rewritten_by`` the file
+            records when it can be parsed, else a generic sentence).
+
+    Raises:
+        MissingDataError: the file does not exist.
+        IntegrityError: one line naming the file, what is wrong (not valid JSON, no seal, a checksum
+            mismatch) and how to rewrite it.
+    """
+    payload = _read_sealed(Path(path), hint)
+    return {key: value for key, value in payload.items() if key != integrity.INTEGRITY_KEY}
+
+
+def metrics_made_by(path: str | Path) -> dict[str, Any]:
+    """The verified ``made_by`` description of a metrics file (:class:`IntegrityError` when damaged)."""
+    return integrity.made_by(_read_sealed(Path(path), None))

@@ -1,19 +1,32 @@
-"""Top-N recommendations for every user of a prepared dataset, in original user and video ids."""
+"""Top-N recommendations for every user of a prepared dataset, in original user and video ids.
+
+:func:`write_recommendations` writes ``STEM.parquet`` and ``STEM.csv`` with a sealed
+``STEM.manifest.json`` (sizes and SHA-256 of both files, row count, what made them);
+:func:`read_recommendations` returns the DataFrame only when both files match it.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from sasrec import __version__, integrity
 from sasrec.data.contracts import VALID, PreparedData, split_column
 from sasrec.data.tasks import recommendation_task
-from sasrec.errors import ConfigError, SasrecError
+from sasrec.errors import ConfigError, IntegrityError, MissingDataError, SasrecError
 from sasrec.evaluation.protocol import Scorer
-from sasrec.paths import atomic_path
+from sasrec.evaluation.results import command_line
+from sasrec.locks import locked
+from sasrec.paths import atomic_path, atomic_write_text
 from sasrec.ranking import top_k_items
+
+logger = logging.getLogger(__name__)
 
 RECOMMENDATION_COLUMNS = ("user_id", "rank", "video_id", "score", "fallback")
 
@@ -107,18 +120,104 @@ def recommend(
 _DTYPES = ("int64", "int32", "int64", "float32", "bool")
 
 
-def write_recommendations(df: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
-    """Write ``df`` to ``stem.parquet`` and ``stem.csv`` atomically; return both paths."""
+MANIFEST_FORMAT = "sasrec-recommendations/1"
+
+
+def recommendation_paths(stem: str | Path) -> tuple[Path, Path, Path]:
+    """``STEM.parquet``, ``STEM.csv`` and ``STEM.manifest.json`` of a recommendation stem."""
+    stem = Path(stem)
+    return tuple(stem.parent / f"{stem.name}{suffix}" for suffix in (".parquet", ".csv", ".manifest.json"))  # type: ignore[return-value]
+
+
+def _origin(made_by: Mapping[str, Any] | None, df: pd.DataFrame) -> dict[str, Any]:
+    """What made the files: the package version, the given description, the checkpoint's size and digest."""
+    origin: dict[str, Any] = {"package": "sasrec", "version": __version__, **dict(made_by or {})}
+    checkpoint = origin.get("checkpoint")
+    if checkpoint is not None:
+        origin["checkpoint"] = str(checkpoint)
+        if Path(checkpoint).is_file() and "checkpoint_sha256" not in origin:
+            origin["checkpoint_sha256"] = integrity.sha256_file(checkpoint)
+    origin.setdefault("top_n", int(df["rank"].max()) if len(df) else 0)
+    origin.setdefault("rewritten_by", command_line())
+    return origin
+
+
+def write_recommendations(
+    df: pd.DataFrame, stem: str | Path, *, made_by: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``df`` to ``STEM.parquet`` and ``STEM.csv``, described by a sealed ``STEM.manifest.json``.
+
+    The manifest holds the size and SHA-256 of both files, the row and user counts, and what made them
+    (``made_by``: e.g. ``checkpoint`` (its SHA-256 is added when the file exists), ``dataset``,
+    ``fingerprint``, ``split``, ``top_n``; the package version is always recorded). The three files are
+    written atomically under the stem's lock in this order: the old manifest removed, the parquet, the
+    CSV, the new manifest. An interrupted write therefore leaves no manifest (refused by
+    :func:`read_recommendations`), never a manifest describing files that are not complete.
+
+    Returns:
+        The parquet and CSV paths.
+    """
     missing = [c for c in RECOMMENDATION_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(
             f"recommendations lack column {missing[0]!r}; expected {', '.join(RECOMMENDATION_COLUMNS)}"
         )
-    stem = Path(stem)
-    parquet_path = stem.parent / f"{stem.name}.parquet"
-    csv_path = stem.parent / f"{stem.name}.csv"
-    with atomic_path(parquet_path) as tmp:
-        df.to_parquet(tmp, index=False)
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
+    parquet_path, csv_path, manifest_path = recommendation_paths(stem)
+    origin = _origin(made_by, df)
+    with locked(manifest_path, what="recommendation files"):
+        manifest_path.unlink(missing_ok=True)
+        with atomic_path(parquet_path, what="recommendations (parquet)") as tmp:
+            df.to_parquet(tmp, index=False)
+        with atomic_path(csv_path, what="recommendations (CSV)") as tmp:
+            df.to_csv(tmp, index=False)
+        content = {
+            "format": MANIFEST_FORMAT,
+            "files": integrity.manifest(parquet_path.parent, [parquet_path.name, csv_path.name]),
+            "rows": int(len(df)),
+            "users": int(df["user_id"].nunique()),
+            "columns": list(RECOMMENDATION_COLUMNS),
+        }
+        atomic_write_text(
+            manifest_path, integrity.dumps_sealed(content, origin), what="recommendation manifest"
+        )
+    logger.info(
+        "wrote %s and %s (%d rows) with their manifest %s",
+        parquet_path,
+        csv_path,
+        len(df),
+        manifest_path.name,
+    )
     return parquet_path, csv_path
+
+
+def read_recommendations(stem: str | Path) -> pd.DataFrame:
+    """The recommendations of ``STEM.parquet`` after checking both files against ``STEM.manifest.json``.
+
+    Raises:
+        MissingDataError: none of the three files exists.
+        IntegrityError: one line naming the stem and what is wrong: no manifest (an interrupted or older
+            write), a manifest that does not match its seal, a file missing, cut short or changed.
+    """
+    parquet_path, csv_path, manifest_path = recommendation_paths(stem)
+    label = f"recommendation files {Path(stem)}.*"
+    remedy = "write them again (train or baseline with --generate_recommendations=true)"
+    if not manifest_path.is_file():
+        if not parquet_path.exists() and not csv_path.exists():
+            raise MissingDataError(f"{label} do not exist; {remedy}")
+        raise IntegrityError(
+            f"{label}: {manifest_path.name} is missing (the write was interrupted, or an older version wrote "
+            f"them); {remedy}"
+        )
+    try:
+        manifest = integrity.read_sealed_json(manifest_path, what=f"{label}: {manifest_path.name}")
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}; {remedy}") from None
+    writer = integrity.made_by(manifest).get("rewritten_by")
+    if writer:
+        remedy = f"rerun `{writer}` to write them again"
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise IntegrityError(f"{label}: {manifest_path.name} is not a {MANIFEST_FORMAT} manifest; {remedy}")
+    problems = integrity.check_manifest(parquet_path.parent, manifest.get("files") or {})
+    if problems:
+        raise IntegrityError(f"{label}: {'; '.join(problems)}; {remedy}")
+    return pd.read_parquet(parquet_path)

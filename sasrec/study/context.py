@@ -9,7 +9,6 @@ JupyterLab, papermill and nbval behave the same.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -117,17 +116,50 @@ class Study:
         return self.reports_dir / "metrics" / f"{name}.json"
 
     def save_json(self, payload: dict[str, Any], name: str) -> Path:
-        """Write ``payload`` (with the data source) sealed and atomically to ``metrics/<name>.json``."""
+        """Write ``payload`` (with the data source) sealed and atomically to ``metrics/<name>.json``.
+
+        The seal records the data source, dataset, checkpoints (with their SHA-256) and the notebook
+        that rewrites the file (:data:`METRICS_NOTEBOOKS`); see :func:`~sasrec.evaluation.results.write_metrics_json`.
+        """
         from sasrec.evaluation.results import write_metrics_json
 
-        return write_metrics_json({"data_source": self.data_source, **payload}, self.metrics_path(name))
+        return write_metrics_json(
+            {"data_source": self.data_source, **payload},
+            self.metrics_path(name),
+            rewritten_by=metrics_writer(name),
+        )
 
     def load_json(self, name: str) -> dict[str, Any]:
-        """Read ``metrics/<name>.json``; a clear error names the notebook that writes it."""
+        """Read and verify ``metrics/<name>.json`` (without its seal).
+
+        Raises:
+            MissingDataError: the file is missing (one line naming the notebook that writes it).
+            IntegrityError: the file is cut short, edited by hand or unsealed (one line naming the notebook).
+        """
+        from sasrec.evaluation.results import read_metrics_json
+
         path = self.metrics_path(name)
         if not path.is_file():
-            raise MissingDataError(f"{path} is missing: run the notebook that writes it first (make report)")
-        return json.loads(path.read_text(encoding="utf-8"))
+            raise MissingDataError(f"{path} is missing: run {metrics_writer(name)} first")
+        return read_metrics_json(path, hint=f"run {metrics_writer(name)} to rewrite it")
+
+
+#: The notebook that writes each ``metrics/<name>.json`` of a report profile.
+METRICS_NOTEBOOKS = {
+    "eda": "01_eda",
+    "prepare": "02_prepare_data",
+    "training": "03_train",
+    "evaluation": "04_evaluate",
+    "training_big": "05_cross_dataset",
+    "cross_dataset": "05_cross_dataset",
+    "experiments": "06_experiments",
+}
+
+
+def metrics_writer(name: str) -> str:
+    """What writes ``metrics/<name>.json``, in words: ``notebook 03_train (make report)``."""
+    notebook = METRICS_NOTEBOOKS.get(name)
+    return f"notebook {notebook} (make report)" if notebook else "the notebook that writes it (make report)"
 
 
 __all__ = ["Study", "StudyPaths", "json_ready"]

@@ -11,7 +11,6 @@ relevance rule, fitting policy, data source), read from DIR/metrics/*.json: noth
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,21 @@ def markdown_table(frame: pd.DataFrame, *, floatfmt: str = ".4g", index: bool = 
 
 
 def load_metrics(reports_dir: str | Path) -> dict[str, dict[str, Any] | None]:
-    """Every metrics JSON of a report folder (None where a notebook has not run)."""
+    """Every metrics JSON of a report folder, verified (None where a notebook has not run).
+
+    Raises:
+        IntegrityError: a file is cut short, edited by hand or unsealed; one line naming it and the
+            notebook that rewrites it (a damaged file is refused, never rendered).
+    """
+    from sasrec.evaluation.results import read_metrics_json
+    from sasrec.study.context import metrics_writer
+
     metrics = paths.resolve(reports_dir) / "metrics"
     loaded = {}
     for name in METRIC_FILES:
         path = metrics / f"{name}.json"
-        loaded[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        hint = f"run {metrics_writer(name)} to rewrite it"
+        loaded[name] = read_metrics_json(path, hint=hint) if path.is_file() else None
     return loaded
 
 

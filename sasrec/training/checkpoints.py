@@ -17,6 +17,7 @@ SHA-256 digest of its tensors; :func:`read_checkpoint` refuses a file whose tens
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from sasrec.models.base import SequentialRecommender, model_class
 from sasrec.paths import atomic_path, models_dir
 from sasrec.training.config import TrainConfig
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "sasrec-checkpoint/2"
 READABLE_FORMATS = ("sasrec-checkpoint/1", CHECKPOINT_FORMAT)
 KINDS = ("best", "last", "train_valid")
@@ -90,7 +92,8 @@ def latest_checkpoint(folder: Path, config: TrainConfig) -> Path:
     for path in reversed(candidates):
         try:
             read_checkpoint(path)
-        except (ConfigError, IntegrityError):
+        except (ConfigError, IntegrityError) as exc:
+            logger.warning("skipping damaged checkpoint %s: %s", path.name, exc)
             continue
         return path
     raise MissingDataError(
