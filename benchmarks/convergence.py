@@ -78,12 +78,13 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=list(RUNS))
     args = parser.parse_args()
 
-    from sasrec.study import steps
+    from sasrec.study.context import Study
     from sasrec.training.config import TrainConfig
     from sasrec.training.loop import train
 
-    data_path = steps.resolve_data_dir("", simulate_scale=0.2, seed=0)
-    data = steps.load_dataset("small_matrix", data_path, "data/processed")
+    study = Study()  # the full profile's defaults: simulator scale 0.2, seed 0, data/processed
+    data_path = study.data_path
+    data = study.load("small_matrix")
     curves, summary = [], {}
     for name in args.models:
         settings = dict(RUNS[name])

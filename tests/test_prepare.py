@@ -567,6 +567,7 @@ def test_damage_without_source_is_refused_naming_the_rebuild(
     clean = prep.load_prepared("small_matrix", n_valid=1, n_test=1)
     out = root / "data" / "processed" / "small_matrix"
     shutil.rmtree(simulated)
+    caplog.clear()  # only what the next call logs
     with caplog.at_level(logging.WARNING, logger="sasrec"):  # intact: used as it is, with a warning
         kept = prep.load_prepared("small_matrix", n_valid=1, n_test=1)
     pd.testing.assert_frame_equal(kept.events, clean.events)
@@ -592,6 +593,7 @@ def test_prepared_data_written_by_an_older_version_is_prepared_again(
     meta = json.loads((out / "meta.json").read_text())
     del meta["integrity"], meta["artifacts"]
     (out / "meta.json").write_text(json.dumps(meta))
+    caplog.clear()  # only what the next call logs
     with caplog.at_level(logging.INFO, logger="sasrec"):
         again = prep.load_prepared("small_matrix", data_dir=kuairec_dir, out_dir=out)
     assert again.meta.get("reused") is None
