@@ -24,7 +24,7 @@ from sasrec.training.config import TrainConfig, resolve_device
 from sasrec.training.loop import train
 from sasrec.training.losses import bce_loss, chunked_cross_entropy, gbce_beta, gbce_loss, sampled_softmax_loss
 from sasrec.training.negatives import NegativeSampler
-from sasrec.training.sequences import item_popularity, training_sequences
+from sasrec.training.sequences import item_popularity, length_groups, training_sequences
 from tests.conftest import make_prepared
 
 
@@ -433,6 +433,91 @@ def test_every_loss_trains(loss: str) -> None:
     assert np.isfinite(result.log["loss"]).all()
 
 
+# ------------------------------------------------------------------------------------ batches by length
+def _cost(groups: list[tuple[np.ndarray, int]], overhead: float) -> float:
+    return sum(len(rows) * width + overhead for rows, width in groups)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_groups_partition_the_batch_at_the_least_cost(seed: int) -> None:
+    """Groups cover every row once, are as wide as their widest row, and reach the brute-force optimum."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    widths = rng.integers(1, 30, size=9) ** rng.integers(1, 3)  # skewed: a few long rows
+    groups = length_groups(widths, max_groups=3, overhead=40.0)
+    assert sorted(np.concatenate([rows for rows, _ in groups]).tolist()) == list(range(9))
+    for rows, width in groups:
+        assert width == widths[rows].max() and list(rows) == sorted(rows)  # batch order within a group
+    ranked = np.sort(widths)
+    best = min(
+        sum(len(part) * part.max() + 40.0 for part in np.split(ranked, list(cuts)))
+        for k in range(3)
+        for cuts in itertools.combinations(range(1, 9), k)
+    )
+    assert _cost(groups, 40.0) == pytest.approx(best)
+
+
+def test_length_groups_keep_alike_rows_together() -> None:
+    same = length_groups(np.full(128, 200))
+    assert len(same) == 1 and same[0][1] == 200 and same[0][0].tolist() == list(range(128))
+    mixed = length_groups(np.r_[np.full(8, 50), np.full(120, 4)])  # a few long rows would pad many short
+    assert [(len(rows), width) for rows, width in mixed] == [(8, 50), (120, 4)]
+
+
+def _varied_data(n_users: int = 12) -> PreparedData:
+    """Users with 4..15 events (last one test, one before validation): short and long rows in a batch."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for user in range(1, n_users + 1):
+        per_user = int(rng.integers(4, 16))
+        items = rng.choice(np.arange(1, 21), size=per_user, replace=False)
+        for position, item in enumerate(items):
+            split = 2 if position == per_user - 1 else 1 if position == per_user - 2 else 0
+            rows.append((user, int(item), float(position), 3.0, split))
+    return make_prepared(rows, num_users=n_users, num_items=20, name="varied")
+
+
+def _epoch_state(data: PreparedData, config: TrainConfig, tmp_path: Path) -> tuple[float, dict]:
+    run = train_module.build_run(
+        data, config, mask=train_module.fit_mask(data, config), validate=False, folder=tmp_path
+    )
+    run.optimizer = torch.optim.SGD(run.model.parameters(), lr=0.5)  # Adam would amplify float noise
+    loss = train_module.run_epoch(run, 1)
+    return loss, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def test_grouped_batches_take_the_padded_batches_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without random draws (cross-entropy, no dropout), grouping by length changes nothing but rounding."""
+    data, config = _varied_data(), _config(loss="ce", dropout_rate=0.0, maxlen=12, batch_size=6)
+    seen: list[int] = []
+
+    def spy(widths: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        groups = length_groups(widths, overhead=0.0)  # split wherever padding is saved
+        seen.append(len(groups))
+        return groups
+
+    monkeypatch.setattr(train_module, "length_groups", spy)
+    grouped_loss, grouped = _epoch_state(data, config, tmp_path)
+    assert max(seen) > 1  # some batch was really computed in several groups
+    monkeypatch.setattr(train_module, "length_groups", lambda widths: [(np.arange(len(widths)), 12)])
+    padded_loss, padded = _epoch_state(data, config, tmp_path)  # every row padded to maxlen, one pass
+    assert grouped_loss == pytest.approx(padded_loss, rel=1e-6)
+    for key, value in padded.items():
+        torch.testing.assert_close(grouped[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_grouped_training_is_deterministic_under_a_seed(tmp_path: Path) -> None:
+    """Grouping changes which dropout masks and negatives are drawn, never their seeding: runs repeat."""
+    data, config = _varied_data(), _config(maxlen=12, batch_size=6, explicit_negatives=True)
+    first = train(data, config, out_dir=tmp_path / "a")
+    second = train(data, config, out_dir=tmp_path / "b")
+    assert first.log["loss"].tolist() == second.log["loss"].tolist()
+    _assert_same_state(_state(first.model), _state(second.model))
+
+
 # ---------------------------------------------------------------------------------------------- scorer
 def test_scorer_uses_last_maxlen_items_and_popularity_fallback(tiny_data: PreparedData) -> None:
     torch.manual_seed(0)
@@ -454,13 +539,16 @@ def test_scorer_uses_last_maxlen_items_and_popularity_fallback(tiny_data: Prepar
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_gathered_logits_equal_the_direct_dot_products_and_gradients(chunk: int) -> None:
+@pytest.mark.parametrize(
+    "n_items", [10, 200]
+)  # dense logits per chunk (10 <= 16 x 5), gathered embeddings (200)
+def test_gathered_logits_equal_the_direct_dot_products_and_gradients(chunk: int, n_items: int) -> None:
     from sasrec.training.losses import gathered_logits
 
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(7, 4, dtype=torch.float64, generator=generator, requires_grad=True)
-    weight = torch.randn(10, 4, dtype=torch.float64, generator=generator, requires_grad=True)
-    items = torch.randint(0, 10, (7, 5), generator=generator)
+    weight = torch.randn(n_items, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    items = torch.randint(0, n_items, (7, 5), generator=generator)
     items[0, 1] = items[0, 0]  # a repeated item: its weight gradient accumulates
     upstream = torch.randn(7, 5, dtype=torch.float64, generator=generator)
     direct = torch.einsum("nd,nkd->nk", hidden, weight[items])

@@ -72,11 +72,19 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
+#: Above this many catalogue items per gathered item, gathered logits gather embeddings instead of computing
+#: every item's logit (dense products of a chunk with the whole catalogue are then the dearer way).
+DENSE_LOGITS_RATIO = 64
+
+
 class _GatheredLogits(torch.autograd.Function):
     """Dot products of each row's hidden state with its own K items, chunk by chunk, storing only the indices.
 
     ``einsum(hidden[items])`` through autograd would keep the (N, K, d) item embeddings for backward (1.3 GB at
-    N = 25,600 positions, K = 256, d = 50); here forward and backward gather them per chunk of rows.
+    N = 25,600 positions, K = 256, d = 50). Here each chunk of rows is computed in one of two exact ways: for
+    a catalogue of at most ``DENSE_LOGITS_RATIO * K`` items, the chunk's logits of every item (one matrix
+    product, then a gather; backward: a scatter and two matrix products); otherwise by gathering the K item
+    embeddings of each row (memory-bound, but independent of the catalogue size).
     """
 
     @staticmethod
@@ -87,12 +95,16 @@ class _GatheredLogits(torch.autograd.Function):
         items: torch.Tensor,
         chunk_size: int,
     ) -> torch.Tensor:
+        dense = weight.shape[0] <= DENSE_LOGITS_RATIO * max(items.shape[1], 1)
         out = torch.empty(items.shape, dtype=hidden.dtype, device=hidden.device)  # (N, K)
         for start in range(0, items.shape[0], chunk_size):
-            stop = start + chunk_size
-            out[start:stop] = torch.einsum("nd,nkd->nk", hidden[start:stop], weight[items[start:stop]])
+            rows = slice(start, start + chunk_size)
+            if dense:
+                out[rows] = (hidden[rows] @ weight.T).gather(1, items[rows])  # (c, I+1) -> (c, K)
+            else:
+                out[rows] = torch.einsum("nd,nkd->nk", hidden[rows], weight[items[rows]])
         ctx.save_for_backward(hidden, weight, items)
-        ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
+        ctx.chunk_size, ctx.dense = chunk_size, dense  # type: ignore[attr-defined]
         return out
 
     @staticmethod
@@ -102,20 +114,24 @@ class _GatheredLogits(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight)
         for start in range(0, items.shape[0], chunk_size):
-            stop = start + chunk_size
-            grad = grad_out[start:stop]  # (c, K)
-            grad_hidden[start:stop] = torch.einsum("nk,nkd->nd", grad, weight[items[start:stop]])  # (c, d)
-            contributions = grad[..., None] * hidden[start:stop, None, :]  # (c, K, d)
-            grad_weight.index_add_(
-                0, items[start:stop].reshape(-1), contributions.reshape(-1, hidden.shape[1])
-            )
+            rows = slice(start, start + chunk_size)
+            grad = grad_out[rows]  # (c, K)
+            if ctx.dense:  # type: ignore[attr-defined]
+                full = torch.zeros(grad.shape[0], weight.shape[0], dtype=grad.dtype, device=grad.device)
+                full.scatter_add_(1, items[rows], grad)  # (c, I+1): repeated items accumulate
+                grad_hidden[rows] = full @ weight  # (c, d)
+                grad_weight.addmm_(full.T, hidden[rows])  # (I+1, d)
+            else:
+                grad_hidden[rows] = torch.einsum("nk,nkd->nd", grad, weight[items[rows]])  # (c, d)
+                contributions = grad[..., None] * hidden[rows, None, :]  # (c, K, d)
+                grad_weight.index_add_(0, items[rows].reshape(-1), contributions.reshape(-1, hidden.shape[1]))
         return grad_hidden, grad_weight, None, None
 
 
 def gathered_logits(
     hidden: torch.Tensor, weight: torch.Tensor, items: torch.Tensor, chunk_size: int = 2048
 ) -> torch.Tensor:
-    """(N, K) logits ``hidden[n] . weight[items[n, k]]`` of each row's own items, memory O(chunk x K x d).
+    """(N, K) logits ``hidden[n] . weight[items[n, k]]`` of each row's own items, memory O(chunk x max(K, I) ).
 
     Used for negatives drawn per position (gSASRec's k negatives per positive, Petrov & Macdonald, RecSys 2023).
     """
