@@ -540,8 +540,8 @@ def test_scorer_uses_last_maxlen_items_and_popularity_fallback(tiny_data: Prepar
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 @pytest.mark.parametrize(
-    "n_items", [10, 200]
-)  # dense logits per chunk (10 <= 16 x 5), gathered embeddings (200)
+    "n_items", [10, 400]
+)  # dense logits per chunk (10 <= 64 x 5); gathered embeddings (400)
 def test_gathered_logits_equal_the_direct_dot_products_and_gradients(chunk: int, n_items: int) -> None:
     from sasrec.training.losses import gathered_logits
 
