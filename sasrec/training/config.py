@@ -80,7 +80,7 @@ class TrainConfig:
     l2_emb: float = 0.0
     num_epochs: int = 20
     eval_every: int = 1
-    patience: int = 10
+    patience: int = 20
     min_epochs: int = 0
     fit_on: str = "train"
     k: int = 10
