@@ -175,3 +175,55 @@ def test_positional_embedding_count_is_maxlen() -> None:
     model = _model(maxlen=7)
     assert model.pos_emb.weight.shape == (7, 16)
     assert math.isclose(model.item_emb.weight.shape[0], 31)
+
+
+# ------------------------------------------------------------------- blocked causal training attention
+def _training_step(
+    query_block: int, seqs: torch.Tensor, seed: int = 5
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Hidden states and parameter gradients of one seeded training forward/backward pass."""
+    model = _model(maxlen=12).train()
+    for layer in model.attention_layers:
+        layer.query_block = query_block
+    torch.manual_seed(seed)  # the same dropout draws for every block size
+    hidden = model(seqs)
+    (hidden * torch.linspace(-1.0, 1.0, hidden.shape[-1])).sum().backward()
+    return hidden.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("query_block", [1, 3, 5, 12])
+def test_blocked_causal_attention_equals_the_plain_computation(query_block: int) -> None:
+    """CPU training skips the keys after each block of queries: same outputs and gradients, dropout on."""
+    seqs = torch.tensor([[0, 0, 3, 7, 9, 11, 2, 5, 1, 1, 4, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                         [0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 13, 14]])  # fmt: skip
+    plain_hidden, plain_grads = _training_step(0, seqs)  # one (T, T) computation
+    hidden, grads = _training_step(query_block, seqs)
+    torch.testing.assert_close(hidden, plain_hidden, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():  # float rounding: errors ~1e-7 of the gradient's largest entry
+        assert float((grad - plain_grads[name]).abs().max()) <= 1e-5 * float(plain_grads[name].abs().max()), (
+            name
+        )
+    assert not torch.equal(hidden, _training_step(query_block, seqs, seed=6)[0])  # dropout is on
+
+
+def test_blocked_causal_attention_gradient_matches_finite_differences() -> None:
+    """The hand-written backward (softmax gradient from P and the kept P only) against gradcheck."""
+    from sasrec.models.layers import _CausalDropoutAttention, _drop_threshold, _random_int16
+
+    torch.manual_seed(0)
+    n, length, dh = 2, 7, 3
+    q, k, v = (torch.randn(n, length, dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    causal = torch.full((length, length), float("-inf"), dtype=torch.float64).triu_(1)
+    # a moderate bias on two keys of row 0 (the model's -1e9 would swamp finite differences)
+    bias = causal + torch.tensor([[-30.0, -30.0] + [0.0] * 5, [0.0] * 7], dtype=torch.float64)[:, None, :]
+    draws = _random_int16((n, length, length), q.device)
+    threshold, scale = _drop_threshold(0.3)
+    assert bool((draws < threshold).any())  # some probabilities are dropped
+
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _CausalDropoutAttention.apply(q, k, v, bias, draws, threshold, scale, 3)
+
+    assert torch.autograd.gradcheck(attention, (q, k, v))
+    keep = (draws >= threshold).to(torch.float64)
+    dense = (torch.softmax(q @ k.transpose(1, 2) + bias, dim=-1) * keep) @ v * scale
+    torch.testing.assert_close(attention(q, k, v), dense)

@@ -7,7 +7,9 @@ training step. Evaluation (``model.eval()``) never draws masks.
 
 Attention itself is neither causal nor bidirectional: the mask decides. :func:`self_attention_mask` builds
 SASRec's causal mask (Kang & McAuley, ICDM 2018) or BERT4Rec's bidirectional one (Sun et al., CIKM 2019),
-both hiding padded keys.
+both hiding padded keys. :class:`CausalSelfAttention` (SASRec) knows its masks are causal: in CPU training
+it computes blocks of queries against the keys up to each block's end only (:class:`_CausalDropoutAttention`),
+the same values up to float rounding, 3/8 of the attention work skipped at T = 200.
 """
 
 from __future__ import annotations
@@ -21,24 +23,38 @@ from torch import nn
 _INT16_LEVELS = 65536
 
 
+def _random_int16(shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """int16 tensor of ``shape``, uniform over [-32768, 32767]: 64-bit random words read as four 16-bit ones.
+
+    One random draw per four elements instead of one per element.
+    """
+    numel = math.prod(shape)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    return words.view(torch.int16)[:numel].view(shape)
+
+
+def _drop_threshold(p: float) -> tuple[int, float]:
+    """(threshold, scale): keep an element iff its uniform int16 is >= threshold; scale = 1 / P(keep).
+
+    p is rounded to a multiple of 2**-16.
+    """
+    drop_levels = round(p * _INT16_LEVELS)
+    return drop_levels - _INT16_LEVELS // 2, 1.0 / (1.0 - drop_levels / _INT16_LEVELS)
+
+
 def _keep_mask(
     shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, float]:
     """(mask, scale): a 0/1 float mask with P(1) = 1 - p (p rounded to a multiple of 2**-16) and 1 / P(1).
 
-    Draws 64-bit random words and reads them as four 16-bit integers each: one random draw per four
-    elements instead of one per element. The comparison writes the mask directly in ``dtype``, so that
-    applying it is one same-dtype multiplication (bool masks and mixed-dtype products are several times
-    slower on CPU); the scale is left to the caller, who may apply it to a smaller tensor.
+    The comparison writes the mask directly in ``dtype``, so that applying it is one same-dtype
+    multiplication (bool masks and mixed-dtype products are several times slower on CPU); the scale is
+    left to the caller, who may apply it to a smaller tensor.
     """
-    numel = math.prod(shape)
-    drop_levels = round(p * _INT16_LEVELS)
-    keep_prob = 1.0 - drop_levels / _INT16_LEVELS
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    uniform16 = words.view(torch.int16)[:numel].view(shape)  # uniform over [-32768, 32767]
+    threshold, scale = _drop_threshold(p)
     mask = torch.empty(shape, dtype=dtype, device=device)
-    torch.ge(uniform16, drop_levels - _INT16_LEVELS // 2, out=mask)  # (shape) 0.0 / 1.0
-    return mask, 1.0 / keep_prob
+    torch.ge(_random_int16(shape, device), threshold, out=mask)  # (shape) 0.0 / 1.0
+    return mask, scale
 
 
 class _MaskMultiply(torch.autograd.Function):
@@ -55,6 +71,82 @@ class _MaskMultiply(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
         (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
         return grad * mask, None
+
+
+class _CausalDropoutAttention(torch.autograd.Function):
+    """Causal attention with dropout on its probabilities, computed by blocks of queries (CPU training).
+
+    ``out = (softmax(q k^T + bias) * keep) @ v * scale`` for (N, T, dh) ``q`` (already scaled by
+    1/sqrt(dh)), ``k`` and ``v``, an additive (N, T, T) ``bias`` that is -inf above the diagonal, and a
+    keep mask ``keep = draws >= threshold`` read from (N, T, T) int16 random ``draws``.
+
+    Queries ``s..e-1`` meet keys ``0..e-1`` only: every later key is masked, so its probability is exactly 0
+    and is not computed, which skips 3/8 of the (N, T, T) products, softmax and mask work at T = 200 with
+    blocks of 50. Every computed position reads the same draw as the full computation, so outputs and
+    gradients equal the full computation's up to float rounding (``tests/test_model.py``).
+
+    Only the probabilities ``P`` and the kept ones ``Pd = P * keep`` are stored for the backward pass (not
+    the mask): with ``dP = dPd * keep`` and ``P * keep = Pd``, the softmax gradient
+    ``P * (dP - rowsum(P * dP))`` is ``Pd * dPd - P * rowsum(Pd * dPd)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        draws: torch.Tensor,
+        threshold: int,
+        scale: float,
+        block: int,
+    ) -> torch.Tensor:
+        length = q.shape[1]
+        out = torch.empty_like(q)  # (N, T, dh)
+        saved: list[torch.Tensor] = []
+        for start in range(0, length, block):
+            stop = min(start + block, length)  # queries start..stop-1 meet keys 0..stop-1
+            scores = torch.baddbmm(
+                bias[:, start:stop, :stop], q[:, start:stop], k[:, :stop].transpose(1, 2)
+            )  # (N, b, e)
+            probs = torch.softmax(scores, dim=-1)  # (N, b, e)
+            keep = torch.empty_like(probs)
+            torch.ge(draws[:, start:stop, :stop], threshold, out=keep)  # (N, b, e) 0.0 / 1.0
+            kept = probs * keep  # (N, b, e)
+            out[:, start:stop] = torch.bmm(kept, v[:, :stop])  # (N, b, dh)
+            saved += [probs, kept]
+        out.mul_(scale)
+        ctx.save_for_backward(q, k, v, *saved)
+        ctx.block, ctx.scale = block, scale  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
+        q, k, v, *saved = ctx.saved_tensors  # type: ignore[attr-defined]
+        block, scale = ctx.block, ctx.scale  # type: ignore[attr-defined]
+        length = q.shape[1]
+        grad = grad * scale  # (N, T, dh)
+        dq = torch.empty_like(q)  # (N, T, dh)
+        dk: torch.Tensor | None = None
+        dv: torch.Tensor | None = None
+        starts = list(range(0, length, block))
+        for index in reversed(range(len(starts))):  # the last block meets every key: it creates dk, dv
+            start, stop = starts[index], min(starts[index] + block, length)
+            probs, kept = saved[2 * index], saved[2 * index + 1]  # (N, b, e)
+            g = grad[:, start:stop]  # (N, b, dh)
+            dv_part = torch.bmm(kept.transpose(1, 2), g)  # (N, e, dh)
+            d_scores = torch.bmm(g, v[:, :stop].transpose(1, 2)).mul_(kept)  # (N, b, e) dPd * Pd
+            row = d_scores.sum(dim=-1, keepdim=True)  # (N, b, 1)
+            d_scores.addcmul_(probs, row, value=-1.0)  # Pd * dPd - P * rowsum(Pd * dPd)
+            dq[:, start:stop] = torch.bmm(d_scores, k[:, :stop])  # (N, b, dh)
+            dk_part = torch.bmm(d_scores.transpose(1, 2), q[:, start:stop])  # (N, e, dh)
+            if dk is None or dv is None:
+                dk, dv = dk_part, dv_part
+            else:
+                dk[:, :stop] += dk_part
+                dv[:, :stop] += dv_part
+        return dq, dk, dv, None, None, None, None, None
 
 
 def unscaled_dropout(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
@@ -136,6 +228,11 @@ class SelfAttention(nn.Module):
     the mask (:func:`self_attention_mask`).
     """
 
+    #: Whether the masks passed are causal (keys after the query always masked): lets CPU training skip them.
+    causal: bool = False
+    #: Queries per block of the causal CPU training path (0: one block, the plain computation).
+    query_block: int = 50
+
     def __init__(
         self, hidden_units: int, num_heads: int, attention_dropout: float, fast_dropout: bool
     ) -> None:
@@ -157,26 +254,42 @@ class SelfAttention(nn.Module):
         """Attend from ``queries`` (B, Tq, d) over ``keys`` (B, T, d).
 
         ``mask`` is a (B, 1, Tq, T) boolean "may attend" mask for ``scaled_dot_product_attention``, or, on
-        the explicit training path (Tq = T), a (B, T, T) additive float bias (0 or a large negative number).
+        the explicit training path (Tq = T), a (B, T, T) additive float bias (0 or a large negative number;
+        for :class:`CausalSelfAttention`, -inf above the diagonal), possibly a broadcast view.
         """
         batch, length, hidden = queries.shape
         heads, head_dim = self.num_heads, self.head_dim
         q = self.q_proj(queries).view(batch, length, heads, head_dim).transpose(1, 2)  # (B, h, Tq, dh)
-        kv = self.kv_proj(keys).view(batch, keys.shape[1], 2, heads, head_dim)  # (B, T, 2, h, dh)
-        k = kv[:, :, 0].transpose(1, 2)  # (B, h, T, dh)
-        v = kv[:, :, 1].transpose(1, 2)  # (B, h, T, dh)
+        # Keys and values from the two halves of kv_proj: two products instead of one and a split, whose
+        # backward would zero-fill and copy a (B, T, 2d) gradient.
+        weight, kv_bias = self.kv_proj.weight, self.kv_proj.bias  # (2d, d), (2d,)
+        k = F.linear(keys, weight[:hidden], kv_bias[:hidden])  # (B, T, d)
+        v = F.linear(keys, weight[hidden:], kv_bias[hidden:])  # (B, T, d)
+        k = k.view(batch, keys.shape[1], heads, head_dim).transpose(1, 2)  # (B, h, T, dh)
+        v = v.view(batch, keys.shape[1], heads, head_dim).transpose(1, 2)  # (B, h, T, dh)
         if mask.dtype != torch.bool:
             # Explicit attention so the probability dropout can use the cheap mask; the bias is added
             # inside the batched matrix product and the 1/sqrt(dh) scale is applied to the small q.
             q = (q * (1.0 / math.sqrt(head_dim))).reshape(batch * heads, length, head_dim)  # (B*h, Tq, dh)
             k = k.reshape(batch * heads, keys.shape[1], head_dim)  # (B*h, T, dh)
             v = v.reshape(batch * heads, keys.shape[1], head_dim)  # (B*h, T, dh)
-            bias = mask if heads == 1 else mask.repeat_interleave(heads, dim=0)  # (B*h, Tq, T)
-            scores = torch.baddbmm(bias, q, k.transpose(1, 2))  # (B*h, T, T)
-            probs, scale = unscaled_dropout(
-                torch.softmax(scores, dim=-1), self.attention_dropout
-            )  # (B*h, Tq, T)
-            out = (torch.bmm(probs, v) * scale).view(batch, heads, length, head_dim)  # (B, h, Tq, dh)
+            # (B*h, Tq, T): each batch row's bias once per head (a view when the mask is a broadcast view)
+            bias = (
+                mask.unsqueeze(1)
+                .expand(batch, heads, *mask.shape[1:])
+                .reshape(batch * heads, *mask.shape[1:])
+            )
+            if self.causal and self.query_block > 0 and length == keys.shape[1]:
+                threshold, scale = _drop_threshold(self.attention_dropout)
+                draws = _random_int16(bias.shape, q.device)  # (B*h, T, T): the plain path's draws
+                out = _CausalDropoutAttention.apply(q, k, v, bias, draws, threshold, scale, self.query_block)
+                out = out.view(batch, heads, length, head_dim)  # (B, h, T, dh)
+            else:
+                scores = torch.baddbmm(bias, q, k.transpose(1, 2))  # (B*h, Tq, T)
+                probs, scale = unscaled_dropout(
+                    torch.softmax(scores, dim=-1), self.attention_dropout
+                )  # (B*h, Tq, T)
+                out = (torch.bmm(probs, v) * scale).view(batch, heads, length, head_dim)  # (B, h, Tq, dh)
         else:
             dropout_p = self.attention_dropout if self.training else 0.0
             out = F.scaled_dot_product_attention(
@@ -186,8 +299,11 @@ class SelfAttention(nn.Module):
         return self.out_proj(out)
 
 
-CausalSelfAttention = SelfAttention
-"""SASRec's name for :class:`SelfAttention` (it passes a causal mask)."""
+class CausalSelfAttention(SelfAttention):
+    """:class:`SelfAttention` given causal masks (SASRec): CPU training computes blocks of queries against
+    the keys up to the block's end only (:class:`_CausalDropoutAttention`)."""
+
+    causal = True
 
 
 class PointWiseFeedForward(nn.Module):

@@ -64,7 +64,7 @@ from sasrec.training.losses import (
     sampled_softmax_loss,
 )
 from sasrec.training.negatives import NegativeSampler
-from sasrec.training.sequences import item_popularity, training_sequences
+from sasrec.training.sequences import item_popularity, length_groups, training_sequences
 
 logger = logging.getLogger(__name__)
 #: Configuration fields a resumed run must share with its checkpoint.
@@ -300,11 +300,26 @@ def _seed_epoch(run: TrainingRun, epoch: int) -> None:
 
 
 def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
-    """One pass over this rank's shard of the users; returns the mean training loss over all ranks."""
+    """One pass over this rank's shard of the users; returns the mean training loss over all ranks.
+
+    For next-item training, each batch (a seeded random draw of users, as before) is computed in groups of
+    rows of similar length, each cut to its own width (:func:`~sasrec.training.sequences.length_groups`)
+    instead of padded to ``maxlen``: the models are invariant to left padding and the step's loss is still
+    the mean over all the batch's loss positions (one backward pass, one optimizer step), so each step
+    minimises the same objective on the same users. Only the random draws (dropout masks, negatives) differ
+    from a padded batch's, since fewer are drawn; they stay seeded, so runs and resumes are exactly
+    reproducible. A batch whose rows all fill ``maxlen`` (most KuaiRec users at maxlen 200) is computed
+    exactly as before, and so is every batch of a model that builds its own training batch (BERT4Rec).
+    """
     config, t = run.config, run.tensors
     _seed_epoch(run, epoch)
     run.engine.train()
-    order = epoch_shard(len(t["users"]), epoch, config.seed, run.context).to(run.device)
+    order = epoch_shard(len(t["users"]), epoch, config.seed, run.context)  # (n_shard,) on the CPU
+    # Next-item training (the default training batch) reads inputs and targets only: rows are grouped by the
+    # width of their inputs. A model that builds its own batch draws its corruption over the whole window
+    # (BERT4Rec's masks): its rows stay padded to maxlen, so its random draws are unchanged.
+    next_item = type(run.model).training_batch is SequentialRecommender.training_batch
+    widths = (t["inputs"] != 0).sum(dim=1).cpu().numpy()  # (n,) non-padding width of each row
     total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of batch losses x rows, rows)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -316,10 +331,20 @@ def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
     )
     for rows in bar:
         with autocast:
-            mean_loss, n_terms = batch_loss_terms(
-                run.model, run.engine, run.sampler, t["users"][rows], t["inputs"][rows], t["targets"][rows],
-                t["window"][rows], config, run.beta,
-            )  # fmt: skip
+            parts = []  # (mean loss over the group's loss positions, their number) per group
+            groups = (
+                length_groups(widths[rows.numpy()]) if next_item else [(np.arange(len(rows)), config.maxlen)]
+            )
+            for group, width in groups:
+                index = rows[torch.from_numpy(group)].to(run.device)  # (b,)
+                parts.append(
+                    batch_loss_terms(
+                        run.model, run.engine, run.sampler, t["users"][index], t["inputs"][index, -width:],
+                        t["targets"][index, -width:], t["window"][index, -width:], config, run.beta,
+                    )
+                )  # fmt: skip
+            n_terms = sum(n for _, n in parts)
+            mean_loss = parts[0][0] if len(parts) == 1 else sum(m * n for m, n in parts) / max(n_terms, 1)
             n_global = all_reduce_sum(torch.tensor(float(n_terms), device=run.device), run.context)
             # DDP averages gradients over ranks: scaling by n_local / n_global * world makes that average the
             # gradient of the mean over the global batch (one DDP step == one step on the union of shards).
