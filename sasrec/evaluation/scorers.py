@@ -17,7 +17,8 @@ class SequentialScorer:
     """Scores every item from each task row's last ``maxlen`` items (the ``Scorer`` protocol).
 
     Rows with an empty sequence get ``popularity`` (or zeros) and are recorded in ``fallback_rows`` /
-    ``fallback_users``.
+    ``fallback_users``. With ``reuse_buffer`` (the default) the scores of one call live in a buffer that the
+    next call overwrites: use them (or copy them) before scoring again, as the evaluation does.
     """
 
     def __init__(
@@ -28,9 +29,12 @@ class SequentialScorer:
         batch_size: int = 256,
         device: str | torch.device | None = None,
         amp: bool = False,
+        reuse_buffer: bool = True,
     ) -> None:
         self.model = model
         self.amp = bool(amp)
+        self.reuse_buffer = bool(reuse_buffer)
+        self._out: torch.Tensor | None = None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_size = int(batch_size)
         n_cols = model.num_items + 1
@@ -73,6 +77,16 @@ class SequentialScorer:
             self._fallback_users.append(np.asarray(task.users)[rows[empty]].astype(np.int64))
         return self.score_sequences(seqs)
 
+    def _buffer(self, n_rows: int, n_cols: int) -> torch.Tensor:
+        """The output scores: one buffer reused across calls when ``reuse_buffer`` (a fresh one per batch of
+        evaluation costs more in page faults than in arithmetic). Allocated outside inference mode, so that
+        callers may modify the scores in place."""
+        if not self.reuse_buffer:
+            return torch.empty((n_rows, n_cols), dtype=torch.float32, device=self.device)
+        if self._out is None or self._out.shape[0] < n_rows or self._out.shape[1] != n_cols:
+            self._out = torch.empty((n_rows, n_cols), dtype=torch.float32, device=self.device)
+        return self._out[:n_rows]
+
     def score_sequences(self, seqs: np.ndarray) -> torch.Tensor:
         """(n, I+1) float32 scores after left-padded item sequences ``seqs`` (n, T); column 0 is -inf.
 
@@ -83,8 +97,7 @@ class SequentialScorer:
         seqs = np.asarray(seqs, dtype=np.int64)[:, -self.model.maxlen :]  # (n, T)
         n_cols = self.model.num_items + 1
         empty = (seqs != 0).sum(axis=1) == 0
-        # Allocated outside inference mode: callers may modify the returned scores in place.
-        out = torch.empty((len(seqs), n_cols), dtype=torch.float32, device=self.device)
+        out = self._buffer(len(seqs), n_cols)
         cuda = self.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and self.amp else nullcontext()
         was_training = self.model.training
@@ -98,7 +111,10 @@ class SequentialScorer:
                     if cuda:
                         batch = batch.pin_memory()
                     batch = batch.to(self.device, non_blocking=cuda)
-                    out[start : start + len(part)] = self.model.score_all(batch).float()
+                    if autocast.__class__ is nullcontext:  # float32: straight into the output rows
+                        self.model.score_all(batch, out=out[start : start + len(part)])
+                    else:
+                        out[start : start + len(part)] = self.model.score_all(batch).float()
         finally:
             self.model.train(was_training)
         if empty.any():

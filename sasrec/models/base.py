@@ -9,7 +9,7 @@ checkpoints and inference only use this interface, so they never special-case a 
   training windows: next-item prediction for causal models (the default), masked-item prediction for
   BERT4Rec. Positions whose loss target is 0 contribute nothing.
 * :meth:`SequentialRecommender.score_all`: scores of every item (column 0 = padding) as the next item
-  after each input sequence.
+  after each input sequence, from :meth:`SequentialRecommender.last_hidden`.
 * :meth:`SequentialRecommender.model_kwargs`: constructor keywords stored in checkpoints.
 """
 
@@ -79,10 +79,16 @@ class SequentialRecommender(nn.Module):
         """
         return inputs, targets
 
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Scores (B, I + 1) of every item as the next item after each sequence of ``seqs`` (B, T)."""
-        last = self.forward(seqs)[:, -1, :]  # (B, d)
-        return last @ self.output_embeddings().T  # (B, I + 1)
+    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, d) the state that scores the next item after each sequence of ``seqs`` (B, T)."""
+        return self.forward(seqs)[:, -1, :]
+
+    def score_all(self, seqs: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, I + 1) of every item as the next item after each sequence of ``seqs`` (B, T).
+
+        ``out`` (B, I + 1), when given, receives the scores (no new allocation: evaluation reuses one buffer).
+        """
+        return torch.mm(self.last_hidden(seqs), self.output_embeddings().T, out=out)  # (B, I + 1)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""

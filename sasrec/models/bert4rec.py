@@ -206,17 +206,15 @@ class BERT4Rec(SequentialRecommender):
         loss_targets = torch.where(masked, window, 0)  # (B, T)
         return model_input, loss_targets
 
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Scores (B, I + 1) of the next item after each sequence of ``seqs`` (B, T).
+    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, d) output at a ``[MASK]`` appended after the last item of each sequence of ``seqs`` (B, T).
 
-        ``[MASK]`` is appended after the last item and that position is scored; when the result would
-        exceed ``maxlen`` the oldest column is dropped. Only dropping what does not fit keeps a row's
-        scores independent of its left padding (and so of the other rows of its batch).
+        When the result would exceed ``maxlen`` the oldest column is dropped. Only dropping what does not fit
+        keeps a row's scores independent of its left padding (and so of the other rows of its batch).
         """
         mask_column = torch.full((seqs.shape[0], 1), self.mask_id, dtype=seqs.dtype, device=seqs.device)
         shifted = torch.cat([seqs, mask_column], dim=1)[:, -self.maxlen :]  # (B, min(T + 1, maxlen))
-        last = self.forward(shifted, last_only=True)[:, -1, :]  # (B, d)
-        return last @ self.output_embeddings().T  # (B, I + 1)
+        return self.forward(shifted, last_only=True)[:, -1, :]  # (B, d)
 
     def model_kwargs(self) -> dict[str, object]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""

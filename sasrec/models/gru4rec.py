@@ -141,17 +141,14 @@ class GRU4Rec(SequentialRecommender):
         """(I + 1, d) the item embeddings, tied with the GRU's input embeddings."""
         return self.item_emb.weight
 
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Scores (B, I + 1) of the next item after each sequence of ``seqs`` (B, T).
-
-        Reads each row's last real output straight from the right-aligned run (step L_b - 1); empty
-        sequences score 0 (as :meth:`forward`'s padded positions).
-        """
+    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, d) each row's last real output, read straight from the right-aligned run (step L_b - 1);
+        empty sequences give 0 (as :meth:`forward`'s padded positions)."""
         outputs, shift = self._run_right_aligned(seqs)
         lengths = seqs.shape[1] - shift.squeeze(1)  # (B,)
         rows = torch.arange(seqs.shape[0], device=seqs.device)  # (B,)
         last = outputs[rows, (lengths - 1).clamp(min=0)] * (lengths > 0).unsqueeze(1)  # (B, d)
-        return self.out_dropout(last) @ self.item_emb.weight.T  # (B, I + 1)
+        return self.out_dropout(last)
 
     def model_kwargs(self) -> dict[str, object]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""

@@ -204,10 +204,9 @@ class SASRec(SequentialRecommender):
             return (hidden * emb).sum(-1)
         return torch.matmul(emb, hidden.unsqueeze(-1)).squeeze(-1)  # (..., K)
 
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Scores (B, num_items + 1) of every item from the last position of ``seqs`` (B, T)."""
-        last = self.forward(seqs, last_only=True)[:, -1, :]  # (B, d)
-        return last @ self.item_emb.weight.T  # (B, I + 1)
+    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, d) output of the last position of ``seqs`` (B, T); the last block computes that position only."""
+        return self.forward(seqs, last_only=True)[:, -1, :]
 
     def model_kwargs(self) -> dict[str, object]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""

@@ -180,7 +180,10 @@ class TrainConfig:
     def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
         """The optimizer this configuration describes: Adam with the reference SASRec's betas (0.9, 0.98) and
         ``weight_decay`` (an L2 penalty on every parameter; 0 by default, as the reference)."""
-        return torch.optim.Adam(parameters, lr=self.lr, betas=(0.9, 0.98), weight_decay=self.weight_decay)
+        # foreach: one multi-tensor update per step, bit-identical to the per-parameter loop and faster
+        return torch.optim.Adam(
+            parameters, lr=self.lr, betas=(0.9, 0.98), weight_decay=self.weight_decay, foreach=True
+        )
 
     def relevance_arguments(self) -> dict[str, Any]:
         """``relevance`` and ``relevance_threshold`` for the evaluation tasks of this model: the rule
