@@ -84,7 +84,7 @@ def _evaluation_payload() -> dict:
     return {
         "data_source": "KuaiRec-shaped simulator (scale 0.2, seed 0)", "dataset": "small_matrix",
         "split": "leave_one_out", "fit_on": "train_valid", "k": 5, "maxlen": 50, "relevance": "threshold",
-        "relevance_threshold": 1.5, "n_boot": 200, "num_negatives": 100, "protocols": ["full", "sampled"],
+        "relevance_threshold": 1.5, "n_boot": 200, "num_negatives": 50, "protocols": ["full", "sampled"],
         "trained_models": ["sasrec_bce"], "table": table, "paired": paired, "overview": overview,
         "fit_events": [{"model": "pop", "stage": "test", "events": 100, "sha256": "abc"}],
     }  # fmt: skip
@@ -114,10 +114,30 @@ def test_summary_fills_every_number_and_setting_from_the_metrics(tmp_path: Path)
     assert "better: sasrec_bce +0.0900 [+0.0300, +0.1500], p=0.004" in text and "worse: pop" in text
     assert "| sasrec_bce | +0.0900 [+0.0300, +0.1500] (p=0.004) |" in text  # the paired table, per reference
     # full: sasrec > markov > pop; sampled: pop > sasrec > markov on the same positives -> tau -0.33
-    assert "Kendall's tau between the two model rankings is -0.33" in text
+    assert "Kendall's tau between the two model rankings is -0.33" in text and "Krichene" in text
+    assert "positives + up to 50 negatives; 0 of 40 users had fewer eligible negatives" in text
     path = report.write_summary(tmp_path)
     assert path == tmp_path / "README.md" and "0.3012" in path.read_text(encoding="utf-8")
     assert not list(tmp_path.glob(".README.md.*"))  # atomic write leaves no temporary file
+
+
+def test_summary_says_when_the_sampled_protocol_coincides_with_full_ranking(tmp_path: Path) -> None:
+    """On dense data every user has fewer eligible negatives than asked: both protocols rank the same list."""
+    payload = _evaluation_payload()
+    payload["table"] = [
+        r for r in payload["table"] if not (r["task"] == "test@all" and r["protocol"] == "sampled")
+    ]
+    payload["table"] += [{**r, "protocol": "sampled"} for r in payload["table"] if r["task"] == "test@all"]
+    payload["table"].append({**_row("random", "test@all", "users_with_fewer_negatives", 40.0, "sampled"),
+                             "low": None, "high": None})  # fmt: skip
+    (tmp_path / "metrics").mkdir()
+    write_metrics_json(payload, tmp_path / "metrics" / "evaluation.json")
+    text = report.build_summary(tmp_path)
+    assert "40 of 40 users had fewer eligible negatives" in text
+    assert (
+        "every user had fewer than 50 eligible negatives, so both protocols rank the same candidates" in text
+    )
+    assert "Kendall's tau between the two model rankings is 1.00" in text and "Krichene" not in text
 
 
 def test_atomic_write_gives_the_umask_mode_and_leaves_no_temporary(tmp_path: Path) -> None:

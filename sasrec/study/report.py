@@ -197,11 +197,13 @@ def within_findings(evaluation: dict[str, Any]) -> list[str]:
             f"Under full ranking each test user is ranked among {row['mean_candidates']:.1f} candidates on average, of "
             f"which {100 * share:.0f}% are the user's own test events ({row['mean_targets']:.1f} per user){meaning}."
         )
-    findings += _sampled_findings(table, overview, metric)
+    findings += _sampled_findings(table, overview, metric, int(evaluation.get("num_negatives", 100)))
     return findings
 
 
-def _sampled_findings(table: pd.DataFrame, overview: pd.DataFrame, metric: str) -> list[str]:
+def _sampled_findings(
+    table: pd.DataFrame, overview: pd.DataFrame, metric: str, num_negatives: int
+) -> list[str]:
     """The original sampled protocol against full ranking on the same positives (each model's original rule)."""
     sampled = table[table["task"].str.startswith("test@") & (table["metric"] == metric)]
     if sampled.empty:
@@ -212,19 +214,33 @@ def _sampled_findings(table: pd.DataFrame, overview: pd.DataFrame, metric: str) 
     )
     findings = []
     rows = overview[overview["task"].str.startswith("test@") & (overview["protocol"] == "sampled")]
+    short_of_negatives = table[
+        (table["metric"] == "users_with_fewer_negatives") & (table["protocol"] == "sampled")
+    ]
+    all_short = True
     for row in rows.to_dict("records"):
         positives = "every test item" if row["task"].endswith("all") else "liked test items"
+        short = short_of_negatives.loc[short_of_negatives["task"] == row["task"], "mean"]
+        n_short = int(short.max()) if len(short) else 0
+        all_short &= n_short >= row["users"]
         findings.append(
             f"Original sampled protocol on {row['task']} (positives: {positives}): {row['mean_candidates']:.1f} "
-            f"candidates per user (positives + up to 100 negatives), chance {metric} {row[f'chance {metric}']:.4f}."
+            f"candidates per user (positives + up to {num_negatives} negatives; {n_short} of {row['users']} users "
+            f"had fewer eligible negatives and rank all of them), chance {metric} {row[f'chance {metric}']:.4f}."
         )
     if len(pivot) > 2:
         tau = kendalltau(pivot["full"], pivot["sampled"])[0]
+        coincide = (
+            f": every user had fewer than {num_negatives} eligible negatives, so both protocols rank the same "
+            "candidates and coincide on this data (they differ only where users have more eligible videos, as on "
+            "sparse data)"
+            if all_short and np.allclose(pivot["full"], pivot["sampled"])
+            else " (Krichene & Rendle, KDD 2020, on why sampled metrics can disagree with full ranking)"
+        )
         findings.append(
             f"With the original rule, sampled {metric} spans {pivot['sampled'].min():.3f}-{pivot['sampled'].max():.3f} "
             f"against {pivot['full'].min():.3f}-{pivot['full'].max():.3f} when the same positives are ranked against "
-            f"every video; Kendall's tau between the two model rankings is {tau:.2f} (Krichene & Rendle, KDD 2020, "
-            "on why sampled metrics can disagree with full ranking)."
+            f"every video; Kendall's tau between the two model rankings is {tau:.2f}{coincide}."
         )
     return findings
 
