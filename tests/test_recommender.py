@@ -95,3 +95,27 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(trained: tuple, tmp_path: P
     with pytest.raises(IntegrityError) as caught:
         Recommender.from_checkpoint(damaged)
     assert "\n" not in str(caught.value) and damaged.name in str(caught.value)
+
+
+def test_example_recommendations_use_the_best_model_and_mark_the_test_events(trained: tuple) -> None:
+    from sasrec.study.recommendations import example_recommendations
+
+    data, checkpoint = trained
+    summary = {"k": 10, "models": {"worse": {"valid": {"ndcg@10": 0.1}, "best_checkpoint": "missing.pth"},
+                          "better": {"valid": {"ndcg@10": 0.3}, "best_checkpoint": str(checkpoint)}}}  # fmt: skip
+    table = example_recommendations(summary, data, relevance_threshold=2.0, users=2, k=3)
+    assert set(table["model"]) == {"better"} and table["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    first_two = sorted(data.user_ids[1:].tolist())[:2]
+    assert table["user_id"].drop_duplicates().tolist() == first_two
+    rec = Recommender.from_checkpoint(checkpoint)
+    events = data.events
+    for user_id, rows in table.groupby("user_id"):
+        mine = events[events["user"] == int(np.flatnonzero(data.user_ids == user_id)[0])]
+        history = data.item_ids[mine.loc[mine["split_temporal"] <= 1, "item"].to_numpy()]
+        expected, _ = rec.recommend(history, k=3)
+        assert rows["video_id"].tolist() == expected.tolist()  # the public API on the test-stage input
+        test_video = int(data.item_ids[mine.loc[mine["split_temporal"] == 2, "item"].iloc[0]])
+        assert rows["relevant_in_test"].tolist() == [v == test_video for v in rows["video_id"]]
+    assert not example_recommendations(summary, data, relevance_threshold=3.0, users=2, k=3).shape[0]
+    with pytest.raises(ConfigError, match="model='nope' is not in the training summary"):
+        example_recommendations(summary, data, relevance_threshold=2.0, model="nope")
