@@ -311,3 +311,43 @@ def test_report_run_holds_the_profile_lock_verifies_then_runs_make(
     assert record["argv"] == ["report-inner", "PROFILE=fake", "-k"]
     assert record["locked"] is True  # make runs while the profile is held
     assert "06_experiments.ipynb" not in record["executed"] and "05_cross_dataset.ipynb" in record["executed"]
+
+
+def test_scratch_notebook_run_writes_outside_the_committed_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m sasrec report notebook` sends every output to reports/scratch and models/scratch."""
+    import papermill
+
+    from sasrec.study import notebooks
+
+    seen: dict = {}
+
+    def fake_execute(source: str, target: str, parameters: dict, **kwargs: object) -> None:
+        seen.update(source=source, target=target, parameters=parameters)
+        Path(target).write_text("{}", encoding="utf-8")
+
+    import shutil
+
+    repository = Path(__file__).resolve().parents[1]
+    for folder in ("notebooks", "params"):
+        shutil.copytree(repository / folder, tmp_path / folder)
+    monkeypatch.setenv("SASREC_ROOT", str(tmp_path))
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    out = notebooks.run_notebook("03_train", assignments=["training.num_epochs=3"])
+    assert Path(seen["source"]) == tmp_path / "notebooks" / "03_train.ipynb"
+    assert out == tmp_path / "reports" / "scratch" / "executed" / "03_train.ipynb" and out.is_file()
+    assert seen["parameters"]["paths"]["reports_dir"] == "reports/scratch"
+    assert seen["parameters"]["paths"]["models_dir"] == "models/scratch"
+    assert seen["parameters"]["training"]["num_epochs"] == 3
+    assert not Path(seen["target"]).exists()  # written under a temporary name, then renamed
+    assert not (tmp_path / "reports" / "metrics").exists()
+
+
+def test_make_lab_allows_root_and_passes_extra_flags() -> None:
+    root = Path(__file__).resolve().parents[1]
+    dry_run = subprocess.run(["make", "-n", "lab", "LAB_ARGS=--port 8899 --no-browser"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    lab_line = next(line for line in dry_run.splitlines() if "jupyter lab" in line)
+    assert "--port 8899 --no-browser" in lab_line
+    assert ("--allow-root" in lab_line) == (os.getuid() == 0)

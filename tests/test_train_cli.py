@@ -213,6 +213,16 @@ def test_inference_takes_settings_from_the_checkpoint(
     # the same values as the checkpoint's are accepted
     assert _run(world, "--dataset=small_matrix", f"--state_dict_path={checkpoint}", "--inference_only=true",
                 "--device=cpu", "--split=temporal", "--maxlen=20") == 0  # fmt: skip
+    # architecture flags cannot change a trained model: they are named as ignored, the checkpoint's apply
+    capsys.readouterr()
+    assert _run(world, "--dataset=small_matrix", f"--state_dict_path={checkpoint}", "--inference_only=true",
+                "--device=cpu", "--hidden_units=64", "--num_blocks=3") == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        "note: --hidden_units, --num_blocks ignored: the checkpoint's architecture and training settings apply"
+        in out
+    )
+    assert "hidden=16" in checkpoint.name
 
 
 def test_unwritable_metrics_path_is_refused_before_training(
