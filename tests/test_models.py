@@ -120,14 +120,19 @@ def test_self_attention_masks_by_hand() -> None:
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_sasrec_mask_is_the_shared_causal_mask(training: bool) -> None:
-    """SASRec builds its own mask; it is exactly the shared builder's causal one on both attention paths."""
+def test_sasrec_takes_the_additive_mask_exactly_when_training_on_cpu(training: bool) -> None:
     model = _model("sasrec").train(training)
-    valid = SEQS != 0
-    additive = model.attention_layers[0].uses_explicit_attention(valid.device)
+    additive = model.attention_layers[0].uses_explicit_attention((SEQS != 0).device)
     assert additive is training  # CPU training with attention dropout takes the explicit path
-    expected = self_attention_mask(valid, causal=True, additive=additive)
-    assert torch.equal(model._attention_mask(valid), expected)
+
+
+def test_causal_additive_mask_without_padding_is_a_broadcast_view_of_the_general_one() -> None:
+    valid = torch.ones(3, 4, dtype=torch.bool)
+    shortcut = self_attention_mask(valid, causal=True, additive=True)  # (B, T, T)
+    assert shortcut.stride(0) == 0  # nothing materialised per batch row
+    future = torch.full((4, 4), float("-inf")).triu_(1)
+    expected = future[None] + torch.zeros(3, 1, 4)  # the general formula with no padded key
+    assert torch.equal(shortcut, expected)
 
 
 # ----------------------------------------------------------------------------------------- causality

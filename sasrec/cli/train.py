@@ -41,7 +41,7 @@ from sasrec.training.config import (
     resolve_device,
 )
 from sasrec.training.distributed import DistContext, context_from_env, init_process_group, shutdown
-from sasrec.training.loop import evaluate_model, relevance_text, train
+from sasrec.training.loop import evaluate_model, require_relevant, train, validation_task
 
 logger = logging.getLogger(__name__)
 # Flags that steer the command rather than the training run.
@@ -303,20 +303,9 @@ def _recommend(checkpoint: Path, data: PreparedData, top_n: int, device: str) ->
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def _checked_task(task: Any, what: str, config: TrainConfig) -> Any:
-    """Refuse, in one line, a task where no user has a relevant target (nothing could be measured)."""
-    n_relevant = int((np.diff(task.relevant.indptr) > 0).sum()) if len(task) else 0
-    if n_relevant == 0 or not np.any(task.relevant.data > 0):
-        raise ConfigError(
-            f"split={config.split!r} with relevance {relevance_text(config)} leaves no {what} user with a relevant "
-            f"target ({len(task)} users have {what} events); choose another split, relevance or relevance_threshold"
-        )
-    return task
-
-
 def _test_task(data: PreparedData, config: TrainConfig, maxlen: int) -> Any:
     task = build_eval_task(data, config.split, "test", maxlen=maxlen, **config.relevance_arguments())
-    return _checked_task(task, "test", config)
+    return require_relevant(task, "test", config)
 
 
 def _evaluate(model: Any, popularity: np.ndarray, task: Any, config: TrainConfig, device: Any) -> EvalResult:
@@ -380,7 +369,7 @@ def _inference(settings: dict[str, Any]) -> int:
     if settings.get("inference_only"):
         if training_name:
             task = build_cross_task(train_data, data, maxlen=model.maxlen, **config.relevance_arguments())
-            result = _evaluate(model, popularity, _checked_task(task, "test", config), config, device)
+            result = _evaluate(model, popularity, require_relevant(task, "test", config), config, device)
             print(_format_summary(f"test {task.name}", result.summary, config.k))
             extra.update({"task": task.name, **{f"task_{k}": v for k, v in task.meta.items()}})
             if settings.get("metrics_json"):
@@ -394,7 +383,7 @@ def _inference(settings: dict[str, Any]) -> int:
                     data, config.split, stage, maxlen=model.maxlen, **config.relevance_arguments()
                 )
                 results[stage] = _evaluate(
-                    model, popularity, _checked_task(task, stage, config), config, device
+                    model, popularity, require_relevant(task, stage, config), config, device
                 )
                 print(_format_summary(f"{stage} {task.name}", results[stage].summary, config.k))
             if settings.get("metrics_json"):
@@ -462,10 +451,7 @@ def _report(result: Any, data: PreparedData, config: TrainConfig, test_task: Any
     print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint_path}")
     valid = result.best_valid_result
     if valid is None:  # resumed after the best epoch was already found: validate once
-        valid_task = build_eval_task(
-            data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments()
-        )
-        valid = _evaluate(result.model, result.popularity, valid_task, config, device)
+        valid = _evaluate(result.model, result.popularity, validation_task(data, config), config, device)
     test = _evaluate(result.model, result.popularity, test_task, config, device)
     print(
         _format_summary(f"valid {valid.task_name} (best epoch {result.best_epoch})", valid.summary, config.k)

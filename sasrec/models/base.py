@@ -19,6 +19,7 @@ import inspect
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sasrec.errors import ConfigError
@@ -31,6 +32,8 @@ class SequentialRecommender(nn.Module):
         name: registry name (``sasrec``, ``bert4rec``, ...).
         checkpoint_prefix: first part of the checkpoint file names (``SASRec.epoch=...``).
         causal: whether position t only sees positions <= t (then every position is a training example).
+        trims_training_padding: whether a training batch may be cut to its longest row's width (true for
+            next-item training; false for a model whose training batch draws over the whole window).
         num_items: number of items I; embeddings have I + 1 rows (row 0 is padding) or more.
         maxlen: longest input sequence.
     """
@@ -38,6 +41,7 @@ class SequentialRecommender(nn.Module):
     name: ClassVar[str] = "sequential"
     checkpoint_prefix: ClassVar[str] = "Sequential"
     causal: ClassVar[bool] = True
+    trims_training_padding: ClassVar[bool] = True
     num_items: int
     maxlen: int
 
@@ -53,9 +57,10 @@ class SequentialRecommender(nn.Module):
         """Dot products of hidden states with item embeddings.
 
         ``hidden`` (..., d) with ``items`` of the same leading shape (...) gives (...); with one extra
-        trailing dimension (..., K) gives (..., K).
+        trailing dimension (..., K) gives (..., K). One embedding lookup (cheaper than indexing the weight);
+        row 0 (padding) never receives a gradient from it.
         """
-        emb = self.output_embeddings()[items]  # (..., d) or (..., K, d)
+        emb = F.embedding(items, self.output_embeddings(), padding_idx=0)  # (..., d) or (..., K, d)
         if emb.dim() == hidden.dim():
             return (hidden * emb).sum(-1)
         return torch.matmul(emb, hidden.unsqueeze(-1)).squeeze(-1)  # (..., K)

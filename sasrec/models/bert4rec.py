@@ -94,6 +94,7 @@ class BERT4Rec(SequentialRecommender):
     name = "bert4rec"
     checkpoint_prefix = "BERT4Rec"
     causal = False
+    trims_training_padding = False  # its masks are drawn over the whole window
 
     def __init__(
         self,

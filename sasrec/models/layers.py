@@ -204,15 +204,19 @@ def self_attention_mask(valid: torch.Tensor, *, causal: bool, additive: bool) ->
     output is discarded, never has an empty row. ``additive=True`` (the explicit CPU training path of
     :class:`SelfAttention`): a (B, T, T) float bias, -inf above the diagonal if causal, -1e9 on padded
     keys (a padded query's row stays finite), 0 elsewhere; for every valid query this is exactly the
-    boolean mask, since exp(-1e9) is 0 in float32.
+    boolean mask, since exp(-1e9) is 0 in float32. Causal without padded keys, it is the (T, T) causal bias
+    broadcast over the batch (a view: nothing materialised).
     """
-    length = valid.shape[1]
+    batch, length = valid.shape
     device = valid.device
     if additive:
+        if causal:
+            future = torch.full((length, length), float("-inf"), device=device).triu_(1)  # (T, T)
+            if bool(valid.all()):
+                return future.expand(batch, length, length)  # (B, T, T)
         padded_keys = torch.where(valid, 0.0, -1e9)  # (B, T)
         if not causal:
             return padded_keys[:, None, :].expand(-1, length, -1)  # (B, T, T)
-        future = torch.full((length, length), float("-inf"), device=device).triu_(1)  # (T, T)
         return future[None, :, :] + padded_keys[:, None, :]  # (B, T, T)
     diagonal = torch.eye(length, dtype=torch.bool, device=device)  # (T, T)
     allowed = valid[:, None, :]  # (B, 1, T): every real key

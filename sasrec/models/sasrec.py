@@ -47,7 +47,7 @@ from torch import nn
 
 from sasrec.errors import ConfigError
 from sasrec.models.base import SequentialRecommender, register
-from sasrec.models.layers import CausalSelfAttention, PointWiseFeedForward, _Dropout
+from sasrec.models.layers import CausalSelfAttention, PointWiseFeedForward, _Dropout, self_attention_mask
 
 EMBEDDING_INIT_STD = 0.02
 
@@ -147,7 +147,8 @@ class SASRec(SequentialRecommender):
         x = self.emb_dropout(x)
         keep = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         x = x * keep
-        mask = self._attention_mask(valid)
+        additive = self.attention_layers[0].uses_explicit_attention(seqs.device)
+        mask = self_attention_mask(valid, causal=True, additive=additive)  # (B, T, T) or (B, 1, T, T)
         blocks = list(
             zip(
                 self.attention_layernorms,
@@ -167,42 +168,9 @@ class SASRec(SequentialRecommender):
             x = ffn(ffn_ln(x)) * keep  # (B, T or 1, d)
         return self.last_layernorm(x)  # (B, T or 1, d)
 
-    def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
-        """Causal attention mask that also hides padded keys, from ``valid`` (B, T).
-
-        Boolean (B, 1, T, T) "may attend" for ``scaled_dot_product_attention``: causal and key not padding,
-        or the query itself (so that a padded query, whose output is discarded, never has an empty row).
-        On the explicit CPU training path, an additive (B, T, T) float bias instead: -inf above the
-        diagonal, -1e9 on padded keys (a padded query's row stays finite), 0 elsewhere; for every valid
-        query this is exactly the boolean mask, since exp(-1e9) is 0 in float32. Without padded keys it is
-        the (T, T) causal bias broadcast over the batch (a view: nothing materialised).
-        """
-        batch, length = valid.shape
-        device = valid.device
-        if self.attention_layers[0].uses_explicit_attention(device):
-            causal = torch.full((length, length), float("-inf"), device=device).triu_(1)  # (T, T)
-            if bool(valid.all()):  # no padded key: the causal part alone, broadcast (nothing materialised)
-                return causal.expand(batch, length, length)  # (B, T, T)
-            padded_keys = torch.where(valid, 0.0, -1e9).to(causal.dtype)  # (B, T)
-            return causal[None, :, :] + padded_keys[:, None, :]  # (B, T, T)
-        causal = torch.ones(length, length, dtype=torch.bool, device=device).tril_()  # (T, T)
-        diagonal = torch.eye(length, dtype=torch.bool, device=device)  # (T, T)
-        return ((causal & valid[:, None, :]) | diagonal).unsqueeze(1)  # (B, 1, T, T)
-
     def output_embeddings(self) -> torch.Tensor:
         """(I + 1, d) the shared item embeddings (inputs and outputs are tied, as in the paper)."""
         return self.item_emb.weight
-
-    def score_items(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Dot products of hidden states with item embeddings.
-
-        ``hidden`` (..., d) with ``items`` of the same leading shape (...) gives (...); with one extra
-        trailing dimension (..., K) gives (..., K). One embedding lookup (cheaper than indexing the weight).
-        """
-        emb = self.item_emb(items)  # (..., d) or (..., K, d)
-        if emb.dim() == hidden.dim():
-            return (hidden * emb).sum(-1)
-        return torch.matmul(emb, hidden.unsqueeze(-1)).squeeze(-1)  # (..., K)
 
     def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
         """(B, d) output of the last position of ``seqs`` (B, T); the last block computes that position only."""

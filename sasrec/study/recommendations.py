@@ -48,21 +48,19 @@ def example_recommendations(
         )
     recommender = Recommender.from_checkpoint(Path(training["models"][name]["best_checkpoint"]))
     history, target = data.stage_masks(recommender.config.split, "test")
-    events = data.events
-    relevant = target & (events["watch_ratio"].to_numpy() > relevance_threshold)
-    chosen = np.unique(events["user"].to_numpy()[relevant])  # internal indices, ordered like original ids
-    chosen = chosen[np.argsort(data.user_ids[chosen], kind="stable")][:users]
-    rows = []
-    for user in chosen:  # a handful of users: one API call each, as a reader of the example would
-        mine = events["user"].to_numpy() == user
-        watched = set(data.item_ids[events["item"].to_numpy()[mine & target]].tolist())
-        liked = set(data.item_ids[events["item"].to_numpy()[mine & relevant]].tolist())
-        video_ids, scores = recommender.recommend(
-            data.item_ids[events["item"].to_numpy()[mine & history]], k=k
-        )
-        rows += [
-            {"model": name, "user_id": int(data.user_ids[user]), "rank": rank, "video_id": int(video),
-             "score": float(score), "watched_in_test": int(video) in watched, "relevant_in_test": int(video) in liked}
-            for rank, (video, score) in enumerate(zip(video_ids, scores, strict=True), start=1)
-        ]  # fmt: skip
-    return pd.DataFrame(rows)
+    user_of_event = data.events["user"].to_numpy()
+    video_of_event = data.item_ids[data.events["item"].to_numpy()]  # original video ids
+    relevant = target & (data.events["watch_ratio"].to_numpy() > relevance_threshold)
+    chosen = np.unique(user_of_event[relevant])
+    chosen = chosen[np.argsort(data.user_ids[chosen], kind="stable")][:users]  # by original user id
+    tables = []
+    for user in chosen:  # a handful of users: one API call each, as a reader of the example would make
+        mine = user_of_event == user
+        video_ids, scores = recommender.recommend(video_of_event[mine & history], k=k)
+        tables.append(pd.DataFrame({
+            "model": name, "user_id": int(data.user_ids[user]), "rank": np.arange(1, len(video_ids) + 1),
+            "video_id": video_ids, "score": scores,
+            "watched_in_test": np.isin(video_ids, video_of_event[mine & target]),
+            "relevant_in_test": np.isin(video_ids, video_of_event[mine & relevant]),
+        }))  # fmt: skip
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -5,8 +5,8 @@ with the original project's pattern ``<Model>.epoch=<n>.lr=<lr>.layer=<b>.head=<
 where ``n`` is always the epoch whose weights the file holds:
 
 * ``....pth``: the best-on-validation weights (what evaluation and inference load);
-* ``....last.pth``: the latest epoch with everything needed to resume (weights, optimizer, random states,
-  early-stopping state, log and the best weights);
+* ``....last.pth``: the latest epoch with everything needed to resume (weights, optimizer, early-stopping
+  state, log and the best weights; every epoch is re-seeded from (seed, epoch, rank), so no random state is kept);
 * ``....train_valid.pth``: under the ``train_valid`` fitting policy, the model retrained on training and
   validation events for the epoch count that validation selected.
 
@@ -214,19 +214,3 @@ def load_checkpoint(
     model.to(map_location)
     model.eval()
     return model, config, payload
-
-
-def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """Random states to save: torch's global CPU state, the sampler's generator, CUDA's on GPU."""
-    state = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["sampler"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

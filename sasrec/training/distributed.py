@@ -116,9 +116,3 @@ def broadcast_flags(flags: list[bool], context: DistContext, device: torch.devic
     tensor = torch.tensor([int(f) for f in flags], dtype=torch.int64, device=device)
     dist.broadcast(tensor, src=0)
     return [bool(v) for v in tensor.tolist()]
-
-
-def barrier(context: DistContext) -> None:
-    """Wait for every rank (no-op for a single process)."""
-    if context.distributed:
-        dist.barrier()

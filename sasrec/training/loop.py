@@ -192,11 +192,17 @@ def fit_mask(data: PreparedData, config: TrainConfig, *, refit: bool = False) ->
 def validation_task(data: PreparedData, config: TrainConfig) -> EvalTask:
     """The split's validation task; refuses (one line) a split or relevance rule that leaves no user."""
     task = build_eval_task(data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments())
+    return require_relevant(task, "validation", config, data.name)
+
+
+def require_relevant(task: EvalTask, what: str, config: TrainConfig, dataset: str | None = None) -> EvalTask:
+    """``task``, or a one-line refusal when no user has a relevant target (nothing could be measured)."""
     n_relevant = int((np.diff(task.relevant.indptr) > 0).sum()) if len(task) else 0
     if n_relevant == 0 or not np.any(task.relevant.data > 0):
         raise ConfigError(
-            f"split={config.split!r} with relevance {relevance_text(config)} leaves no validation user with a relevant "
-            f"target in {data.name} ({len(task)} users have validation events); choose another split or relevance"
+            f"split={config.split!r} with relevance {relevance_text(config)} leaves no {what} user with a relevant "
+            f"target{f' in {dataset}' if dataset else ''} ({len(task)} users have {what} events); choose another "
+            "split, relevance or relevance_threshold"
         )
     return task
 
@@ -318,7 +324,7 @@ def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
     # Next-item training (the default training batch) reads inputs and targets only: rows are grouped by the
     # width of their inputs. A model that builds its own batch draws its corruption over the whole window
     # (BERT4Rec's masks): its rows stay padded to maxlen, so its random draws are unchanged.
-    next_item = type(run.model).training_batch is SequentialRecommender.training_batch
+    next_item = run.model.trims_training_padding
     widths = (t["inputs"] != 0).sum(dim=1).cpu().numpy()  # (n,) non-padding width of each row
     total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of batch losses x rows, rows)
     autocast = (
