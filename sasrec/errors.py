@@ -25,6 +25,10 @@ class IntegrityError(SasrecError, ValueError):
     """A file does not match the checksum recorded when it was written (truncated or damaged)."""
 
 
+class UnsealedError(IntegrityError):
+    """A file carries no checksum at all: written by an older version of the package, or by hand."""
+
+
 class LockBusyError(SasrecError):
     """Another process holds the lock of a file or folder being written (the message names the holder)."""
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sasrec.errors import IntegrityError
+from sasrec.errors import IntegrityError, UnsealedError
 
 ALGORITHM = "sha256"
 INTEGRITY_KEY = "integrity"
@@ -178,7 +178,7 @@ def verify_sealed(payload: Any, what: str = "document") -> dict[str, Any]:
         IntegrityError: not a sealed mapping, or its content or ``made_by`` differ from the checksum.
     """
     if not is_sealed(payload):
-        raise IntegrityError(f"{what} carries no integrity entry (written by an older version or by hand)")
+        raise UnsealedError(f"{what} carries no integrity entry (written by an older version or by hand)")
     entry = payload[INTEGRITY_KEY]
     if entry.get("algorithm") != ALGORITHM:
         raise IntegrityError(f"{what}: unknown integrity algorithm {entry.get('algorithm')!r}")

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sasrec.data.preparation.params import DEFAULT_PARAMS, _normalise_params
 from sasrec.errors import ConfigError
 
 T = TypeVar("T")
@@ -66,16 +67,14 @@ class PrepareConfig:
         temporal_test_frac: share of events (by time) in the temporal test part.
     """
 
-    like_threshold: float = 0.7
-    relevance_threshold: float = 2.0
-    n_valid: int = 50
-    n_test: int = 100
-    temporal_valid_frac: float = 0.1
-    temporal_test_frac: float = 0.1
+    like_threshold: float = DEFAULT_PARAMS["like_threshold"]
+    relevance_threshold: float = DEFAULT_PARAMS["relevance_threshold"]
+    n_valid: int = DEFAULT_PARAMS["n_valid"]
+    n_test: int = DEFAULT_PARAMS["n_test"]
+    temporal_valid_frac: float = DEFAULT_PARAMS["temporal_valid_frac"]
+    temporal_test_frac: float = DEFAULT_PARAMS["temporal_test_frac"]
 
     def __post_init__(self) -> None:
-        from sasrec.data.preparation.params import _normalise_params
-
         _normalise_params(self.to_params())  # ConfigError naming the first invalid value
 
     def to_params(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sasrec import locks, paths
-from sasrec.errors import IntegrityError, MissingDataError, SasrecError
+from sasrec.errors import IntegrityError, MissingDataError, SasrecError, UnsealedError
 
 Status = Literal["ok", "note", "warn", "fail"]
 _LABELS = {"ok": "ok  ", "note": "note", "warn": "warn", "fail": "FAIL"}
@@ -362,7 +362,7 @@ def prepared_findings(context: DoctorContext) -> list[Finding]:
         try:
             meta = read_meta(folder)
         except (IntegrityError, MissingDataError) as exc:
-            older = "no integrity entry" in str(exc) or "no artifact checksums" in str(exc)
+            older = isinstance(exc, UnsealedError)
             if older:
                 findings.append(
                     Finding(
@@ -499,9 +499,6 @@ def lock_findings(context: DoctorContext) -> list[Finding]:
 def checkpoint_findings(context: DoctorContext) -> list[Finding]:
     """Every run folder under models/: its checkpoints load and match their recorded tensor digests; a run
     keeps a best and a last checkpoint per configuration (more files are leftovers of older versions)."""
-    import re
-
-    from sasrec.errors import SasrecError
     from sasrec.training.checkpoints import read_checkpoint
 
     folders = (

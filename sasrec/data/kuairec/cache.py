@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from sasrec import integrity, locks, paths
 from sasrec.data.kuairec.readers import _to_pandas, read_validated_table, source_fingerprint
 from sasrec.data.kuairec.schema import CACHE_FORMAT_VERSION, INTERACTION_COLUMNS, OFFICIAL_FILES
-from sasrec.errors import ConfigError, IntegrityError, LockBusyError, MissingDataError
+from sasrec.errors import ConfigError, IntegrityError, LockBusyError, MissingDataError, UnsealedError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _read_cache(
     try:
         meta = integrity.read_sealed_json(sidecar_path, sidecar_path.name)
     except IntegrityError as exc:
-        older = "no integrity entry" in str(exc)
+        older = isinstance(exc, UnsealedError)
         return None, "entry written by an older version" if older else str(exc), not older
     except OSError as exc:
         return None, f"{sidecar_path.name} cannot be read ({exc.strerror or exc})", True
@@ -202,7 +202,7 @@ def cache_entries(cache_dir: Path | None = None, *, verify: bool = False) -> lis
         try:
             meta = integrity.read_sealed_json(sidecar, sidecar.name)
         except IntegrityError as exc:
-            older = "no integrity entry" in str(exc)
+            older = isinstance(exc, UnsealedError)
             problem = "written by an older version" if older else f"unreadable sidecar ({exc})"
             entries.append(CacheEntry(parquet, sidecar, None, problem))
             continue

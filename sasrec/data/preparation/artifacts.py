@@ -27,7 +27,7 @@ from sasrec.data.contracts import (
 )
 from sasrec.data.preparation.params import ARTIFACT_FILES, PREPARE_VERSION
 from sasrec.data.preparation.text import _write_text_files
-from sasrec.errors import IntegrityError, MissingDataError
+from sasrec.errors import IntegrityError, MissingDataError, UnsealedError
 
 META_FILE = "meta.json"
 TABLE_FILES = tuple(name for name in ARTIFACT_FILES if name != META_FILE)
@@ -111,7 +111,7 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
     except OSError as exc:
         raise IntegrityError(f"{META_FILE} cannot be read ({exc.strerror or exc})") from None
     if not isinstance(meta.get("artifacts"), dict):
-        raise IntegrityError(f"{META_FILE} records no artifact checksums")
+        raise UnsealedError(f"{META_FILE} records no artifact checksums")
     return meta
 
 

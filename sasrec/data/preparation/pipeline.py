@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from sasrec.data.preparation.params import DATASETS, NO_REMAPPING_SUFFIX, PREPAR
 from sasrec.data.preparation.sources import _default_out_dir, _fingerprint, _source
 from sasrec.data.preparation.splits import check_split_usable
 from sasrec.data.preparation.text import read_sasrec_text
-from sasrec.errors import IntegrityError, MissingDataError
+from sasrec.errors import IntegrityError, MissingDataError, UnsealedError
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,13 @@ def _stale_reason(meta: dict[str, Any], wanted: dict[str, Any], source: dict[str
     return None
 
 
-def _verified(target: Path) -> tuple[PreparedData | None, dict[str, Any] | None, str | None, bool]:
-    """(data, meta, problem, damaged) of a prepared folder: data when every artifact verifies."""
+def _verified(
+    target: Path, stale: Callable[[dict[str, Any]], str | None] | None = None
+) -> tuple[PreparedData | None, dict[str, Any] | None, str | None, bool]:
+    """(data, meta, problem, damaged) of a prepared folder: data when every artifact verifies.
+
+    ``stale(meta)``, when given, is asked first: a folder it calls out of date (a reason) is not read at all.
+    """
     if not target.exists():
         return None, None, "not prepared yet", False
     try:
@@ -178,13 +183,16 @@ def _verified(target: Path) -> tuple[PreparedData | None, dict[str, Any] | None,
     except MissingDataError:
         return None, None, "meta.json is missing", True
     except IntegrityError as exc:
-        older = "no integrity entry" in str(exc) or "no artifact checksums" in str(exc)
+        older = isinstance(exc, UnsealedError)
         return (
             None,
             None,
             str(exc) if not older else "it was prepared by an older version",
             not older,
         )
+    reason = stale(meta) if stale is not None else None
+    if reason is not None:
+        return None, meta, reason, False
     try:
         return _read_artifacts(target, meta), meta, None, False
     except IntegrityError as exc:
@@ -226,15 +234,13 @@ def load_prepared(
     target = _target(source, out_dir)
     name = source["name"]
     with _guard(target, name, wait):
-        data, meta, problem, damaged = _verified(target)
-        if data is not None and meta is not None:
-            problem = _stale_reason(meta, wanted, source)
-            if problem is None:
-                data.meta["out_dir"] = str(target)
-                data.meta["reused"] = True
-                if split is not None:
-                    check_split_usable(data, split)
-                return data
+        data, _meta, problem, damaged = _verified(target, lambda meta: _stale_reason(meta, wanted, source))
+        if data is not None:
+            data.meta["out_dir"] = str(target)
+            data.meta["reused"] = True
+            if split is not None:
+                check_split_usable(data, split)
+            return data
         if damaged:
             logger.warning(
                 "%s in %s is damaged (%s); rebuilding it from %s",
