@@ -119,3 +119,16 @@ def test_example_recommendations_use_the_best_model_and_mark_the_test_events(tra
     assert not example_recommendations(summary, data, relevance_threshold=3.0, users=2, k=3).shape[0]
     with pytest.raises(ConfigError, match="model='nope' is not in the training summary"):
         example_recommendations(summary, data, relevance_threshold=2.0, model="nope")
+
+
+def test_only_items_that_exist_in_the_dataset_are_recommended(trained: tuple) -> None:
+    """A checkpoint records the items that occur (data prepared without remapping index ids that never do)."""
+    data, checkpoint = trained
+    rec = Recommender.from_checkpoint(checkpoint)
+    assert rec.existing is not None and rec.existing[1:].all() and not rec.existing[0]
+    rec.existing = rec.existing.copy()
+    absent = [2, 5, 11]  # item indices pretended never to occur
+    rec.existing[absent] = False
+    video_ids, _ = rec.recommend([int(data.item_ids[1])], k=20)
+    assert len(video_ids) == 20 - 1 - len(absent)
+    assert not set(video_ids.tolist()) & set(data.item_ids[absent].tolist())

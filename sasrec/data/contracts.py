@@ -137,6 +137,13 @@ class PreparedData:
         exists[0] = False
         return exists
 
+    def item_counts(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """(I+1,) float64 number of events (repeat views count) of each item among the ``mask``ed events."""
+        items = self.events["item"].to_numpy()
+        if mask is not None:
+            items = items[mask]
+        return np.bincount(items, minlength=self.num_items + 1).astype(np.float64)
+
     def stage_masks(self, split: str, stage: Stage) -> tuple[np.ndarray, np.ndarray]:
         """Boolean masks over events: (history usable as model input, targets) for ``stage``.
 

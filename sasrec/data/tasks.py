@@ -86,24 +86,16 @@ def _recorded_threshold(relevance: str, threshold: float, data: PreparedData) ->
     return float("nan")
 
 
-def _column_ids(data: PreparedData) -> np.ndarray:
-    """(I+1,) int64 original video id of each column of ``data``, -1 for padding."""
-    item_ids = np.array(data.item_ids, dtype=np.int64)
-    item_ids[0] = -1
-    return item_ids
-
-
 def _candidates(exists: np.ndarray) -> np.ndarray | None:
     """Candidate mask of the items that exist, or None when every item does (the cheaper default)."""
     return None if bool(exists[1:].all()) else exists
 
 
-def _item_counts(data: PreparedData, mask: np.ndarray | None) -> np.ndarray:
-    """(I+1,) float64 number of events (repeat views count) of each item among ``mask``ed events."""
-    items = data.events["item"].to_numpy()
-    if mask is not None:
-        items = items[mask]
-    return np.bincount(items, minlength=data.num_items + 1).astype(np.float64)
+def _column_ids(data: PreparedData) -> np.ndarray:
+    """(I+1,) int64 original video id of each column of ``data``, -1 for padding."""
+    item_ids = np.array(data.item_ids, dtype=np.int64)
+    item_ids[0] = -1
+    return item_ids
 
 
 def _target_matrices(
@@ -228,7 +220,7 @@ def build_eval_task(
         relevance=relevance,
         user_ids=np.asarray(data.user_ids, dtype=np.int64)[users],
         item_ids=_column_ids(data),
-        item_popularity=_item_counts(data, history_mask),
+        item_popularity=data.item_counts(history_mask),
         meta={"dataset": data.name, "split": split, "stage": stage, "maxlen": maxlen, "relevance": relevance},
     )
 
@@ -319,7 +311,7 @@ def build_cross_task(
         relevance=relevance,
         user_ids=np.asarray(train_data.user_ids, dtype=np.int64)[users],
         item_ids=_column_ids(train_data),
-        item_popularity=_item_counts(train_data, None),
+        item_popularity=train_data.item_counts(),
         meta={
             "train_dataset": train_data.name,
             "test_dataset": test_data.name,
@@ -355,6 +347,6 @@ def recommendation_task(data: PreparedData, *, split: str = "temporal", maxlen: 
         relevance_threshold=float(data.meta.get("relevance_threshold", 2.0)),
         user_ids=np.asarray(data.user_ids, dtype=np.int64)[users],
         item_ids=_column_ids(data),
-        item_popularity=_item_counts(data, history_mask),
+        item_popularity=data.item_counts(history_mask),
         meta={"dataset": data.name, "split": split, "stage": "recommend", "maxlen": maxlen},
     )

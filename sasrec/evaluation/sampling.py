@@ -38,14 +38,12 @@ class CandidateLists:
         valid: (B, L) bool, True for the slots holding a candidate (a prefix of each row).
         positive: (B, L) bool, True for the row's positives.
         n_eligible: (B,) int64 number of items eligible as negatives.
-        n_negatives: (B,) int64 negatives in the list: min(num_negatives, n_eligible).
     """
 
     items: np.ndarray
     valid: np.ndarray
     positive: np.ndarray
     n_eligible: np.ndarray
-    n_negatives: np.ndarray
 
 
 def _entries(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -167,5 +165,4 @@ def sampled_candidates(
         valid=valid,
         positive=positive,
         n_eligible=n_eligible.astype(np.int64),
-        n_negatives=n_negatives.astype(np.int64),
     )

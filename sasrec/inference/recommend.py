@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from sasrec import __version__, integrity
-from sasrec.data.contracts import VALID, PreparedData, split_column
+from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import recommendation_task
 from sasrec.errors import ConfigError, IntegrityError, MissingDataError, SasrecError
 from sasrec.evaluation.protocol import Scorer
@@ -58,8 +58,7 @@ def recommend(
     task = recommendation_task(data, split=split, maxlen=maxlen)
     n_cols = data.num_items + 1
     if popularity is None:
-        history_mask = data.events[split_column(split)].to_numpy() <= VALID
-        popularity = np.bincount(data.events["item"].to_numpy()[history_mask], minlength=n_cols)
+        popularity = task.item_popularity  # the counts of the train + valid events it ranks after
     popularity_t = torch.from_numpy(np.array(popularity, dtype=np.float32).ravel())
     if popularity_t.shape != (n_cols,):
         raise ConfigError(f"popularity has shape {tuple(popularity_t.shape)}; expected ({n_cols},)")

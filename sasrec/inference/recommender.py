@@ -50,6 +50,9 @@ class Recommender:
         popularity: (I+1,) counts of the fitted events per item (the fallback ranking).
         checkpoint: where it was loaded from, if anywhere.
         device: where scores are computed.
+        existing: (I+1,) bool, the items that occur in the model's dataset (None: every item but padding);
+            only these are recommended (data prepared without remapping index ids that never occur).
+        fingerprint: the fingerprint of the model's dataset (checked by :meth:`recommend_dataset`).
     """
 
     def __init__(
@@ -61,12 +64,16 @@ class Recommender:
         *,
         checkpoint: Path | None = None,
         device: str | torch.device = "cpu",
+        existing: np.ndarray | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
         self.popularity = np.asarray(popularity, dtype=np.float32)
         self.checkpoint = checkpoint
+        self.existing = None if existing is None else np.asarray(existing, dtype=bool)
+        self.fingerprint = fingerprint
         self.device = resolve_device(str(device))
         self.model.to(self.device)
         known = self.item_ids[1:]
@@ -79,9 +86,9 @@ class Recommender:
         popularity = (
             payload["popularity"].numpy() if "popularity" in payload else np.zeros(model.num_items + 1)
         )
-        return cls(
-            model, config, payload["item_ids"].numpy(), popularity, checkpoint=Path(path), device=device
-        )
+        existing = payload["existing_items"].numpy() if "existing_items" in payload else None
+        return cls(model, config, payload["item_ids"].numpy(), popularity, checkpoint=Path(path), device=device,
+                   existing=existing, fingerprint=payload.get("fingerprint"))  # fmt: skip
 
     @property
     def num_items(self) -> int:
@@ -128,6 +135,8 @@ class Recommender:
         scores = self.score([video_ids])  # (1, I+1)
         rankable = torch.ones_like(scores, dtype=torch.bool)
         rankable[:, 0] = False
+        if self.existing is not None:
+            rankable[0] = torch.from_numpy(self.existing).to(scores.device)
         if exclude_seen:
             seen = torch.from_numpy(self._indices(video_ids)).to(scores.device)
             rankable[0, seen] = False
@@ -143,13 +152,13 @@ class Recommender:
         ``data`` must be the dataset the model was trained on (fingerprint checked). Columns: user_id,
         rank, video_id, score, fallback (see :func:`sasrec.inference.recommend.recommend`).
         """
-        payload = {"fingerprint": None, "dataset": self.config.dataset, "item_ids": self.item_ids}
-        if self.checkpoint is not None:
-            from sasrec.training.checkpoints import read_checkpoint
-
-            payload = read_checkpoint(self.checkpoint)
-        if payload["fingerprint"] is not None:
-            check_fingerprint(payload, data, self.checkpoint or "model")
+        if self.fingerprint is not None:
+            recorded = {
+                "fingerprint": self.fingerprint,
+                "dataset": self.config.dataset,
+                "item_ids": self.item_ids,
+            }
+            check_fingerprint(recorded, data, self.checkpoint or "model")
         split = split or self.config.split
         if split != self.config.split:
             raise ConfigError(

@@ -145,8 +145,7 @@ class PopBaseline(Baseline):
     name = "pop"
 
     def _fit(self, data: PreparedData, mask: np.ndarray) -> None:
-        items = data.events["item"].to_numpy()[mask]
-        self.counts = np.bincount(items, minlength=data.num_items + 1).astype(np.float32)  # (C,)
+        self.counts = data.item_counts(mask).astype(np.float32)  # (C,)
 
     def _score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.counts).expand(len(rows), -1).clone()  # (B, C)

@@ -82,6 +82,13 @@ def find_checkpoints(folder: Path, config: TrainConfig, kind: str) -> list[Path]
     return [path for _, path in sorted(found)]
 
 
+def prune_checkpoints(folder: Path, config: TrainConfig, kind: str, keep: Path | None) -> None:
+    """Remove every ``kind`` checkpoint of ``config`` in ``folder`` except ``keep`` (superseded files)."""
+    for old in find_checkpoints(folder, config, kind):
+        if old != keep:
+            old.unlink(missing_ok=True)
+
+
 def latest_checkpoint(folder: Path, config: TrainConfig) -> Path:
     """The newest complete resume checkpoint (``.last.pth``) of ``config`` in ``folder``.
 

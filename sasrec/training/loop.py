@@ -42,6 +42,7 @@ from sasrec.training.checkpoints import (
     events_digest,
     find_checkpoints,
     log_name,
+    prune_checkpoints,
     read_checkpoint,
     run_dir,
     saved_config,
@@ -158,6 +159,7 @@ class TrainingRun:
     generator: torch.Generator
     sampler: NegativeSampler
     tensors: dict[str, torch.Tensor]  # users, inputs, targets, window: (n,) and (n, maxlen)
+    widths: np.ndarray  # (n,) non-padding width of each row of inputs (length groups)
     popularity: np.ndarray
     fit_events: dict[str, Any]
     valid_task: EvalTask | None
@@ -258,7 +260,8 @@ def build_run(
         config=config, data=data, device=device, context=context, model=model, engine=engine,
         optimizer=config.make_optimizer(model.parameters()),
         generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator),
-        tensors=tensors, popularity=item_popularity(data, mask), fit_events=events_digest(data, mask),
+        tensors=tensors, widths=(sequences.inputs != 0).sum(axis=1),
+        popularity=item_popularity(data, mask), fit_events=events_digest(data, mask),
         valid_task=valid_task, beta=gbce_beta(config.num_negatives, data.num_items, config.gbce_t), folder=folder,
     )  # fmt: skip
 
@@ -325,7 +328,6 @@ def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
     # width of their inputs. A model that builds its own batch draws its corruption over the whole window
     # (BERT4Rec's masks): its rows stay padded to maxlen, so its random draws are unchanged.
     next_item = run.model.trims_training_padding
-    widths = (t["inputs"] != 0).sum(dim=1).cpu().numpy()  # (n,) non-padding width of each row
     total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of batch losses x rows, rows)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -339,7 +341,9 @@ def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
         with autocast:
             parts = []  # (mean loss over the group's loss positions, their number) per group
             groups = (
-                length_groups(widths[rows.numpy()]) if next_item else [(np.arange(len(rows)), config.maxlen)]
+                length_groups(run.widths[rows.numpy()])
+                if next_item
+                else [(np.arange(len(rows)), config.maxlen)]
             )
             for group, width in groups:
                 index = rows[torch.from_numpy(group)].to(run.device)  # (b,)
@@ -376,10 +380,13 @@ def validate(run: TrainingRun) -> EvalResult:
     return evaluate_model(scorer, run.valid_task, run.config)
 
 
-def save(run: TrainingRun, state: TrainState, *, improved: bool) -> None:
-    """Write the last checkpoint (and the best one when ``improved``), then remove superseded files."""
+def checkpoint_metadata(
+    run: TrainingRun, best_epoch: int, best_valid: dict[str, float], log: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What every checkpoint of ``run`` records besides its weights: the architecture, the configuration, the
+    data it belongs to (name, fingerprint, id maps, the items that exist), the fitted events and the log."""
     config, data = run.config, run.data
-    payload = {
+    return {
         "model_name": config.model,
         "model_kwargs": run.model.model_kwargs(),
         "config": config.to_dict(),
@@ -387,12 +394,19 @@ def save(run: TrainingRun, state: TrainState, *, improved: bool) -> None:
         "fingerprint": data.fingerprint,
         "item_ids": torch.tensor(np.array(data.item_ids, dtype=np.int64)),
         "user_ids": torch.tensor(np.array(data.user_ids, dtype=np.int64)),
-        "best_epoch": state.stopper.best_epoch,
-        "best_valid": state.best_summary,
+        "existing_items": torch.from_numpy(data.existing_items()),
+        "best_epoch": best_epoch,
+        "best_valid": best_valid,
         "popularity": torch.from_numpy(run.popularity),
         "fit_events": run.fit_events,
-        "log": state.log,
+        "log": log,
     }
+
+
+def save(run: TrainingRun, state: TrainState, *, improved: bool) -> None:
+    """Write the last checkpoint (and the best one when ``improved``), then remove superseded files."""
+    config = run.config
+    payload = checkpoint_metadata(run, state.stopper.best_epoch, state.best_summary, state.log)
     if improved and state.best_state is not None:
         best = run.folder / checkpoint_name(config, state.stopper.best_epoch, "best")
         write_checkpoint(
@@ -413,10 +427,8 @@ def save(run: TrainingRun, state: TrainState, *, improved: bool) -> None:
         last,
     )
     state.last_path = last
-    for kind, keep in (("best", state.best_path), ("last", last)):
-        for old in find_checkpoints(run.folder, config, kind):
-            if old != keep:
-                old.unlink(missing_ok=True)
+    prune_checkpoints(run.folder, config, "best", state.best_path)
+    prune_checkpoints(run.folder, config, "last", last)
     with atomic_path(run.folder / log_name(config)) as tmp:
         pd.DataFrame(state.log).to_csv(tmp, index=False)
 
@@ -535,21 +547,11 @@ def refit(
     path = None
     if write:
         path = folder / checkpoint_name(config, epochs, "train_valid")
-        write_checkpoint(
-            {
-                "model_name": config.model, "model_kwargs": run.model.model_kwargs(), "config": config.to_dict(),
-                "dataset": data.name, "fingerprint": data.fingerprint,
-                "item_ids": torch.tensor(np.array(data.item_ids, dtype=np.int64)),
-                "user_ids": torch.tensor(np.array(data.user_ids, dtype=np.int64)),
-                "model_state": run.model.state_dict(), "epoch": epochs, "best_epoch": selected.best_epoch,
-                "best_valid": selected.best_valid, "popularity": torch.from_numpy(run.popularity),
-                "fit_events": run.fit_events, "log": selected.log.to_dict("records"),
-            },
-            path,
-        )  # fmt: skip
-        for old in find_checkpoints(folder, config, "train_valid"):
-            if old != path:
-                old.unlink(missing_ok=True)
+        metadata = checkpoint_metadata(
+            run, selected.best_epoch, selected.best_valid, selected.log.to_dict("records")
+        )
+        write_checkpoint({**metadata, "model_state": run.model.state_dict(), "epoch": epochs}, path)
+        prune_checkpoints(folder, config, "train_valid", path)
     logger.info(
         "retrained %s on training + validation events for %d epochs (fit_on=train_valid)",
         config.model,

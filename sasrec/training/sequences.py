@@ -49,12 +49,7 @@ def training_sequences(
 
 def item_popularity(data: PreparedData, mask: np.ndarray | None = None) -> np.ndarray:
     """(I+1,) float32 number of (masked) events per item; the fallback scores of users without history."""
-    items = data.events["item"].to_numpy()
-    if mask is not None:
-        items = items[mask]
-    counts = np.bincount(items, minlength=data.num_items + 1).astype(np.float32)
-    counts[0] = 0.0
-    return counts
+    return data.item_counts(mask).astype(np.float32)  # item 0 (padding) has no event
 
 
 # ------------------------------------------------------------------------------- batches by length
