@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 import filelock
 
 from sasrec.errors import LockBusyError, StorageError
+from sasrec.paths import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,8 @@ def _write_holder(target: Path) -> LockHolder:
     )
     record = holder_path(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", suffix=".tmp", dir=record.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(holder), handle)
-        os.replace(tmp, record)
-    except OSError as exc:  # the record only improves messages: never fail a write because of it
+        atomic_write_text(record, json.dumps(asdict(holder)))
+    except (OSError, StorageError) as exc:  # the record only improves messages: never fail a write for it
         logger.debug("could not record the holder of %s: %s", target, exc)
     return holder
 

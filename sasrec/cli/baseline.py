@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from sasrec.cli.common import str2bool
 from sasrec.data.contracts import SPLITS, PreparedData
+from sasrec.data.preparation.splits import default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import PROTOCOLS, EvalResult, evaluate
 from sasrec.evaluation.results import metrics_payload, write_metrics_json
-from sasrec.models.baselines import BASELINES, Baseline, make_baseline
+from sasrec.models.baselines import BASELINES, Baseline
 from sasrec.paths import check_writable, models_dir, user_path
 
 TABLE_METRICS = ("ndcg", "graded_ndcg", "precision", "recall", "hr", "mrr", "map", "coverage")
@@ -60,25 +60,6 @@ def format_table(results: dict[str, EvalResult | None], k: int) -> str:
     return "\n".join(lines)
 
 
-def _split(split: str | None, data: PreparedData) -> str:
-    """temporal by default; leave_one_out for SASRec text files, which have no time (temporal is refused)."""
-    is_text = data.meta.get("data_source") == "text" or not data.meta.get("has_watch_ratio", True)
-    if is_text and split == "temporal":
-        raise ConfigError(
-            f"--split=temporal needs timestamps but {data.name} is a SASRec text file (line order only); "
-            "use --split=leave_one_out or leave_last_n"
-        )
-    return split or ("leave_one_out" if is_text else "temporal")
-
-
-def _fit_timed(
-    name: str, seed: int, split: str, params: dict, data: PreparedData, mask: np.ndarray
-) -> tuple[Baseline, float]:
-    started = time.perf_counter()
-    model = make_baseline(name, seed=seed, split=split, **params).fit(data, mask)
-    return model, time.perf_counter() - started
-
-
 def _fit_and_evaluate(
     args: argparse.Namespace,
     params: dict,
@@ -87,22 +68,17 @@ def _fit_and_evaluate(
     tasks: dict[str, Any],
     eval_kwargs: dict,
 ) -> tuple[dict[str, Baseline], dict[str, EvalResult], dict[str, float]]:
-    """Fit under the policy (one fit per distinct set of events) and evaluate each stage's task."""
-    from sasrec.study.comparisons import policy_mask
-    from sasrec.training.checkpoints import events_digest
+    """Fit under the policy (:func:`~sasrec.study.comparisons.fit_baselines`) and evaluate each stage's task."""
+    from sasrec.study.comparisons import fit_baselines
 
+    models = fit_baselines(data, {args.model: params}, split=split, fit_on=args.fit_on, seed=args.seed,
+                           stages=tuple(tasks))[args.model]  # fmt: skip
     timings: dict[str, float] = {}
-    by_events: dict[str, Baseline] = {}
-    models, results = {}, {}
+    results, timed = {}, set()
     for stage, task in tasks.items():
-        mask = policy_mask(data, split, args.fit_on, stage)
-        digest = events_digest(data, mask)
-        if digest["sha256"] not in by_events:  # under fit_on=train one fit serves both stages
-            by_events[digest["sha256"]], timings[f"fit_{stage}_seconds"] = _fit_timed(
-                args.model, args.seed, split, params, data, mask
-            )
-            by_events[digest["sha256"]].fit_events = digest
-        models[stage] = by_events[digest["sha256"]]
+        if id(models[stage]) not in timed:  # under fit_on=train one fit serves both stages
+            timings[f"fit_{stage}_seconds"] = models[stage].fit_seconds
+            timed.add(id(models[stage]))
         started = time.perf_counter()
         results[stage] = evaluate(models[stage], task, **eval_kwargs)
         timings[f"eval_{stage}_seconds"] = time.perf_counter() - started
@@ -132,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if args.training_dataset
         else data
     )
-    split = _split(args.split, rec_data)
+    split = default_split(rec_data, args.split)
     relevance = {"relevance": args.relevance, "relevance_threshold": args.relevance_threshold}
     eval_kwargs: dict[str, Any] = {"k": args.k, "protocol": args.eval_protocol, "num_negatives": args.num_eval_negatives,
                                    "seed": args.seed, "batch_size": args.batch_size, "progress": progress}  # fmt: skip

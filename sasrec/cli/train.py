@@ -24,9 +24,10 @@ import torch
 from sasrec.cli.common import str2bool
 from sasrec.config import load_yaml_mapping
 from sasrec.data.contracts import SPLITS, PreparedData
-from sasrec.data.preparation.splits import check_split_usable
+from sasrec.data.preparation.splits import check_split_usable, default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
+from sasrec.evaluation.metrics import headline_metrics
 from sasrec.evaluation.protocol import EvalResult
 from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.locks import locked
@@ -231,18 +232,6 @@ def _config(settings: dict[str, Any], **overrides: Any) -> TrainConfig:
         raise ConfigError(f"invalid training parameter: {exc}") from None
 
 
-def _default_split(settings: dict[str, Any], data: PreparedData) -> str:
-    """The split: temporal for KuaiRec; leave_one_out for SASRec text files, which have no time."""
-    is_text = data.meta.get("data_source") == "text" or not data.meta.get("has_watch_ratio", True)
-    split = settings.get("split")
-    if is_text and split == "temporal":
-        raise ConfigError(
-            f"split=temporal needs timestamps but {data.name} is a SASRec text file (line order only; a "
-            "file grouped by user would hold out whole users); use --split=leave_one_out or leave_last_n"
-        )
-    return split or ("leave_one_out" if is_text else "temporal")
-
-
 def _load(dataset: str, data_dir: str | None, progress: bool | None) -> PreparedData:
     from sasrec.data.preparation.pipeline import load_prepared
 
@@ -251,7 +240,7 @@ def _load(dataset: str, data_dir: str | None, progress: bool | None) -> Prepared
 
 # -------------------------------------------------------------------------------------------- printing
 def _format_summary(label: str, summary: dict[str, float], k: int) -> str:
-    names = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+    names = headline_metrics(k)
     parts = [f"{name} {summary[name]:.4f}" for name in names if name in summary]
     users = summary.get("users")
     return f"{label}: " + "  ".join(parts) + (f"  (users {int(users)})" if users is not None else "")
@@ -422,7 +411,7 @@ def _setup_training(
         if settings.get("metrics_json"):
             check_writable(settings["metrics_json"], "metrics file (--metrics_json)")
     data = _load(settings["dataset"], settings.get("data_dir"), settings.get("progress"))
-    config = _config(settings, split=_default_split(settings, data))
+    config = _config(settings, split=default_split(data, settings.get("split")))
     check_split_usable(
         data, config.split
     )  # a split with no validation or test user: one line, nothing written
@@ -473,14 +462,11 @@ def _report(result: Any, data: PreparedData, config: TrainConfig, test_task: Any
 
 
 def _remove_leftovers(folder: Path) -> None:
-    """Temporary files of a killed checkpoint write (never complete-looking: they have a hidden .tmp name)."""
-    from sasrec.paths import find_temporaries
+    """Temporaries of a killed checkpoint write (never complete-looking: they have a hidden .tmp name)."""
+    from sasrec.paths import find_temporaries, remove_stale_temporaries, target_of_temporary
 
-    stale = find_temporaries(folder)
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        logger.info("removed %d stale temporary file(s) of an interrupted run in %s", len(stale), folder)
+    for target in {target_of_temporary(path) for path in find_temporaries(folder)} - {None}:
+        remove_stale_temporaries(target)  # files or folders; logs what it removed or restored
 
 
 def _training(settings: dict[str, Any]) -> int:

@@ -32,6 +32,11 @@ METRIC_NAMES = (
 """Per-user metrics computed by :func:`ranking_metrics` (keys are ``f"{name}@{k}"``)."""
 
 
+def headline_metrics(k: int) -> list[str]:
+    """The metrics every table of the study leads with, at cut-off ``k``."""
+    return [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+
+
 def log2_discounts(k: int, device: torch.device | str | None = None) -> torch.Tensor:
     """(k,) DCG discounts 1 / log2(rank + 1) for ranks 1..k."""
     ranks = torch.arange(1, k + 1, dtype=torch.float64, device=device)

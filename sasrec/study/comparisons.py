@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,8 @@ from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_cross_task, build_eval_task, resolve_relevance
 from sasrec.errors import ConfigError
 from sasrec.evaluation.config import EvalConfig
+from sasrec.evaluation.metrics import headline_metrics
 
-HEADLINE_METRICS = ("ndcg@10", "graded_ndcg@10", "precision@10", "recall@10", "hr@10")
 #: Models that are not rivals of the trained ones: chance level and, on simulated data, the ceiling.
 REFERENCE_MODELS = ("random", "oracle")
 
@@ -51,7 +52,8 @@ def fit_baselines(
     seed: int = 0,
     stages: Sequence[str] = ("valid", "test"),
 ) -> dict[str, dict[str, Any]]:
-    """``{name: {stage: fitted baseline}}`` under the policy; each carries ``fit_events`` (count and digest).
+    """``{name: {stage: fitted baseline}}`` under the policy; each carries ``fit_events`` (count and digest)
+    and ``fit_seconds``.
 
     Under ``train`` one fit serves both stages; under ``train_valid`` the test stage's model is refit.
     """
@@ -63,35 +65,43 @@ def fit_baselines(
         fitted[name], by_mask = {}, {}
         for stage in stages:
             mask = policy_mask(data, split, fit_on, stage)
-            key = events_digest(data, mask)["sha256"]
-            if key not in by_mask:
+            digest = events_digest(data, mask)
+            if digest["sha256"] not in by_mask:
+                started = time.perf_counter()
                 model = make_baseline(name, seed=seed, split=split, **(params or {})).fit(data, mask)
-                model.fit_events = events_digest(data, mask)
-                by_mask[key] = model
-            fitted[name][stage] = by_mask[key]
+                model.fit_events, model.fit_seconds = digest, time.perf_counter() - started
+                by_mask[digest["sha256"]] = model
+            fitted[name][stage] = by_mask[digest["sha256"]]
     return fitted
 
 
 def trained_scorers(
-    training: dict[str, Any], data: PreparedData, *, amp: bool = False
+    training: dict[str, Any],
+    data: PreparedData,
+    *,
+    amp: bool = False,
+    stages: Sequence[str] = ("valid", "test"),
 ) -> dict[str, dict[str, Any]]:
     """``{model: {"valid": scorer, "test": scorer}}`` from a training summary (fingerprints checked).
 
     The validation stage uses the selection run's best checkpoint; the test stage the checkpoint of the
     policy (the same file under ``train``, the retrained one under ``train_valid``). Scorers fall back on the
-    popularity of the fitted events for users without input.
+    popularity of the fitted events for users without input. A checkpoint serving both stages is loaded once.
     """
     from sasrec.evaluation.scorers import SequentialScorer
     from sasrec.training.checkpoints import load_checkpoint
 
+    keys = {"valid": "best_checkpoint", "test": "checkpoint"}
     scorers: dict[str, dict[str, Any]] = {}
     for name, info in training["models"].items():
-        scorers[name] = {}
-        for stage, key in (("valid", "best_checkpoint"), ("test", "checkpoint")):
-            model, _, payload = load_checkpoint(Path(info.get(key) or info["checkpoint"]), data)
-            scorer = SequentialScorer(model, popularity=payload["popularity"].numpy(), amp=amp)
-            scorer.fit_events = payload.get("fit_events")
-            scorers[name][stage] = scorer
+        scorers[name], loaded = {}, {}
+        for stage in stages:
+            path = Path(info.get(keys[stage]) or info["checkpoint"])
+            if path not in loaded:
+                model, _, payload = load_checkpoint(path, data)
+                loaded[path] = SequentialScorer(model, popularity=payload["popularity"].numpy(), amp=amp)
+                loaded[path].fit_events = payload.get("fit_events")
+            scorers[name][stage] = loaded[path]
     return scorers
 
 
@@ -249,10 +259,7 @@ def evaluate_models(
             if scorer is None:
                 continue
             for protocol in protocols or evaluation.protocols:
-                result = evaluate(
-                    scorer, task, k=evaluation.k, protocol=protocol, num_negatives=evaluation.num_negatives,
-                    seed=evaluation.seed, batch_size=evaluation.batch_size, gain_clip=evaluation.gain_clip,
-                )  # fmt: skip
+                result = evaluate(scorer, task, protocol=protocol, **evaluation.evaluate_kwargs())
                 metric_names = [m for m in result.summary if "@" in m and m in result.per_user.columns]
                 ci = bootstrap_ci(result.per_user, metric_names, n_boot=evaluation.n_boot, alpha=evaluation.alpha,
                                   seed=evaluation.seed)  # fmt: skip
@@ -328,9 +335,15 @@ def paired_comparisons(
 
 # --------------------------------------------------------------------------------------------- tables
 def metric_table(
-    table: pd.DataFrame, task: str, protocol: str = "full", metrics: Sequence[str] = HEADLINE_METRICS
+    table: pd.DataFrame, task: str, protocol: str = "full", metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Wide table (one row per model, "mean [low, high]" per metric) of one task and protocol, best first."""
+    """Wide table (one row per model, "mean [low, high]" per metric) of one task and protocol, best first.
+
+    ``metrics`` default: the headline metrics at the table's K (read from its ``ndcg@K`` rows).
+    """
+    if metrics is None:
+        k = next(int(m.split("@")[1]) for m in table["metric"].unique() if str(m).startswith("ndcg@"))
+        metrics = headline_metrics(k)
     sub = table[(table["task"] == task) & (table["protocol"] == protocol) & table["metric"].isin(metrics)]
     wide = {
         column: sub.pivot(index="model", columns="metric", values=column).reindex(columns=list(metrics))
@@ -549,11 +562,11 @@ def cross_dataset(
     fitted = fit_baselines(
         big, baselines, split=setup["split"], fit_on=setup["fit_on"], seed=config.seed, stages=("test",)
     )
-    trained = trained_scorers(training, big)
+    trained = trained_scorers(training, big, stages=("test",))
     stages = {"big_holdout": "test", "small_matrix": "test"}
     scorers: dict[str, Any] = {**for_tasks(fitted, stages), **for_tasks(trained, stages)}
     scorers.update(oracle_scorers({"small_matrix": tasks["small_matrix"]}, big, study.data_path))
     table, per_user = evaluate_models(scorers, tasks, config, protocols=["full"])
     paired = pd.concat([_paired(per_user, table, task, setup, config) for task in tasks], ignore_index=True)
     return Comparison(setup, table, per_user, paired, protocol_overview(table, per_user, f"ndcg@{config.k}"),
-                      fit_events_table(fitted, {k: {"test": v["test"]} for k, v in trained.items()}))  # fmt: skip
+                      fit_events_table(fitted, trained))  # fmt: skip

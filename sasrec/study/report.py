@@ -23,6 +23,7 @@ from scipy.stats import kendalltau
 from sasrec import paths
 from sasrec.config import load_yaml_mapping
 from sasrec.errors import MissingDataError
+from sasrec.evaluation.metrics import headline_metrics
 from sasrec.study.comparisons import metric_table
 
 METRIC_FILES = ("eda", "prepare", "training", "evaluation", "training_big", "cross_dataset", "experiments")
@@ -301,7 +302,7 @@ def _within(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     if not evaluation:
         return None
     table, k = _frame(evaluation, "table"), evaluation["k"]
-    metrics = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+    metrics = headline_metrics(k)
     paired = _frame(evaluation, "paired")
     sampled = {task: markdown_table(metric_table(table, task, "sampled", metrics))
                for task in ("test@all", "test@liked") if (table["task"] == task).any()}  # fmt: skip
@@ -327,7 +328,7 @@ def _cross(cross: dict[str, Any] | None) -> dict[str, Any] | None:
     if not cross:
         return None
     table, k = _frame(cross, "table"), cross["k"]
-    metrics = [f"ndcg@{k}", f"graded_ndcg@{k}", f"precision@{k}", f"recall@{k}", f"hr@{k}"]
+    metrics = headline_metrics(k)
     paired = _frame(cross, "paired")
     return {
         **{key: cross.get(key) for key in ("train_dataset", "test_dataset", "split", "fit_on", "k")},

@@ -158,6 +158,21 @@ def check_no_leakage(data: PreparedData, split: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ usability
+def default_split(data: PreparedData, split: str | None) -> str:
+    """``split``, or the default: temporal for KuaiRec; leave_one_out for SASRec text files, which have no time.
+
+    Raises:
+        ConfigError: temporal asked of a text file (a file grouped by user would hold out whole users).
+    """
+    is_text = data.meta.get("data_source") == "text" or not data.meta.get("has_watch_ratio", True)
+    if is_text and split == "temporal":
+        raise ConfigError(
+            f"split=temporal needs timestamps but {data.name} is a SASRec text file (line order only; a "
+            "file grouped by user would hold out whole users); use --split=leave_one_out or leave_last_n"
+        )
+    return split or ("leave_one_out" if is_text else "temporal")
+
+
 def check_split_usable(data: PreparedData, split: str) -> None:
     """Refuse a split that gives no user a validation or a test event (before anything is trained on it).
 
