@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,26 @@ def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     level = logger.level
     yield
     logger.setLevel(level)
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated project root: every default path (cache, processed, models) lands under tmp_path."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("SASREC_ROOT", str(project))
+    return project
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids thread-pool overhead on the shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_prepared(

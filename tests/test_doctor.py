@@ -17,14 +17,6 @@ from sasrec.study.doctor import DoctorContext, Finding
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.setenv("SASREC_ROOT", str(project))
-    return project
-
-
-@pytest.fixture
 def prepared(root: Path) -> Path:
     """Simulated data in data/simulated and small_matrix prepared from it."""
     simulator.simulate(scale=0.02, seed=0, out_dir=root / "data" / "simulated", progress=False)

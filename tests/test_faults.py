@@ -173,15 +173,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield World(source=source, clean=clean)
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.setenv("SASREC_ROOT", str(project))
-    monkeypatch.setenv("SASREC_PROGRESS", "0")
-    return project
-
-
 def target_of(root: Path) -> Path:
     return root / "data" / "processed" / "small_matrix"
 

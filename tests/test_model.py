@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,12 +13,8 @@ from sasrec.models.sasrec import EMBEDDING_INIT_STD, SASRec
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids thread-pool overhead on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs on one thread (tests/conftest.py)."""
 
 
 def _model(**kwargs: object) -> SASRec:

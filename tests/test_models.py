@@ -7,7 +7,6 @@ training loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,12 +36,8 @@ NUM_ITEMS = 30
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids thread-pool overhead on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs on one thread (tests/conftest.py)."""
 
 
 def _model(name: str, **kwargs: object) -> SequentialRecommender:

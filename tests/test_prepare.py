@@ -79,16 +79,6 @@ def write_kuairec_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated project root: every default path (cache, processed) lands under tmp_path."""
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.setenv("SASREC_ROOT", str(project))
-    monkeypatch.setenv("SASREC_PROGRESS", "0")
-    return project
-
-
-@pytest.fixture
 def kuairec_dir(tmp_path: Path) -> Path:
     data_dir = tmp_path / "kuairec"
     write_kuairec_csv(fixture_frame(), data_dir / "small_matrix.csv")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,8 @@ from tests.conftest import make_prepared
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids thread-pool overhead on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs on one thread (tests/conftest.py)."""
 
 
 def _small_data(name: str = "toy", n_users: int = 10, n_items: int = 14, per_user: int = 9) -> PreparedData:
