@@ -25,6 +25,31 @@ from torch import nn
 from sasrec.errors import ConfigError
 
 
+def require_positive(**values: int) -> None:
+    """Raise :class:`ConfigError` naming the first of ``values`` that is not a positive integer."""
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+def require_rates(**values: float) -> None:
+    """Raise :class:`ConfigError` naming the first of ``values`` (dropout rates) outside [0, 1)."""
+    for name, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1); got {value!r}")
+
+
+def attention_settings(
+    hidden_units: int, num_heads: int, dropout_rate: float, attention_dropout: float | None
+) -> float:
+    """Check an attention model's heads and rates; return the attention dropout (default: ``dropout_rate``)."""
+    if hidden_units % num_heads:
+        raise ConfigError(f"num_heads ({num_heads}) must divide hidden_units ({hidden_units})")
+    attention_dropout = dropout_rate if attention_dropout is None else attention_dropout
+    require_rates(dropout_rate=dropout_rate, attention_dropout=attention_dropout)
+    return attention_dropout
+
+
 class SequentialRecommender(nn.Module):
     """Base class of the sequential models (SASRec, gSASRec, BERT4Rec, GRU4Rec).
 
@@ -48,6 +73,13 @@ class SequentialRecommender(nn.Module):
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, d) of left-padded item sequences ``seqs`` (B, T), T <= maxlen."""
         raise NotImplementedError
+
+    def check_length(self, seqs: torch.Tensor) -> int:
+        """The length T of ``seqs`` (B, T); refuses one longer than the model's ``maxlen``."""
+        length = seqs.shape[1]
+        if length > self.maxlen:
+            raise ConfigError(f"sequence length {length} exceeds the model's maxlen {self.maxlen}")
+        return length
 
     def output_embeddings(self) -> torch.Tensor:
         """(I + 1, d) embeddings that hidden states are scored against; row 0 (padding) is never a target."""

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sasrec.errors import ConfigError
-from sasrec.models.base import SequentialRecommender, register
+from sasrec.models.base import SequentialRecommender, attention_settings, register, require_positive
 from sasrec.models.layers import SelfAttention, _Dropout, self_attention_mask
 
 INIT_STD = 0.02
@@ -110,21 +110,9 @@ class BERT4Rec(SequentialRecommender):
         fast_dropout: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_items", num_items),
-            ("hidden_units", hidden_units),
-            ("num_blocks", num_blocks),
-            ("num_heads", num_heads),
-            ("maxlen", maxlen),
-        ):
-            if int(value) < 1:
-                raise ConfigError(f"{name} must be a positive integer; got {value!r}")
-        if hidden_units % num_heads:
-            raise ConfigError(f"num_heads ({num_heads}) must divide hidden_units ({hidden_units})")
-        attention_dropout = dropout_rate if attention_dropout is None else attention_dropout
-        for name, value in (("dropout_rate", dropout_rate), ("attention_dropout", attention_dropout)):
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1); got {value!r}")
+        require_positive(num_items=num_items, hidden_units=hidden_units, num_blocks=num_blocks,
+                         num_heads=num_heads, maxlen=maxlen)  # fmt: skip
+        attention_dropout = attention_settings(hidden_units, num_heads, dropout_rate, attention_dropout)
         if not 0.0 < mask_prob < 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1); got {mask_prob!r}")
         self.num_items = num_items
@@ -163,9 +151,7 @@ class BERT4Rec(SequentialRecommender):
         last layer computes only the final position (its keys still cover every position) and (B, 1, d)
         is returned.
         """
-        length = seqs.shape[1]
-        if length > self.maxlen:
-            raise ConfigError(f"sequence length {length} exceeds the model's maxlen {self.maxlen}")
+        length = self.check_length(seqs)
         distance_from_end = torch.arange(length - 1, -1, -1, device=seqs.device)  # (T,)
         x = self.item_emb(seqs) + self.pos_emb(distance_from_end)  # (B, T, d)
         x = self.emb_dropout(self.emb_norm(x))  # (B, T, d)

@@ -43,8 +43,7 @@ import math
 import torch
 from torch import nn
 
-from sasrec.errors import ConfigError
-from sasrec.models.base import SequentialRecommender, register
+from sasrec.models.base import SequentialRecommender, register, require_positive, require_rates
 from sasrec.models.layers import _Dropout
 
 EMBEDDING_INIT_STD = 0.02
@@ -77,16 +76,8 @@ class GRU4Rec(SequentialRecommender):
         fast_dropout: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_items", num_items),
-            ("hidden_units", hidden_units),
-            ("num_blocks", num_blocks),
-            ("maxlen", maxlen),
-        ):
-            if int(value) < 1:
-                raise ConfigError(f"{name} must be a positive integer; got {value!r}")
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate must be in [0, 1); got {dropout_rate!r}")
+        require_positive(num_items=num_items, hidden_units=hidden_units, num_blocks=num_blocks, maxlen=maxlen)
+        require_rates(dropout_rate=dropout_rate)
         self.num_items = num_items
         self.hidden_units = hidden_units
         self.maxlen = maxlen
@@ -118,9 +109,7 @@ class GRU4Rec(SequentialRecommender):
 
         Row b's real items sit at steps 0..L_b - 1 of the outputs; steps after them read padding.
         """
-        length = seqs.shape[1]
-        if length > self.maxlen:
-            raise ConfigError(f"sequence length {length} exceeds the model's maxlen {self.maxlen}")
+        length = self.check_length(seqs)
         shift = (seqs == 0).sum(dim=1, keepdim=True)  # (B, 1) amount of left padding
         columns = torch.arange(length, device=seqs.device)  # (T,)
         # Rotating each row left by its padding puts its items first and its padding (zeros) last.
