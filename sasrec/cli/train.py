@@ -272,12 +272,19 @@ def _write_metrics(
     print(f"metrics written to {written}")
 
 
-def _recommend(checkpoint: Path, data: PreparedData, top_n: int, device: str) -> None:
-    """Top-N lists of every user through the public :class:`~sasrec.inference.recommender.Recommender`."""
+def _recommend(
+    checkpoint: Path, data: PreparedData, top_n: int, device: str, loaded: tuple | None = None
+) -> None:
+    """Top-N lists of every user through the public :class:`~sasrec.inference.recommender.Recommender`
+    (``loaded``: the checkpoint's ``(model, config, payload)`` when already in memory)."""
     from sasrec.inference.recommend import write_recommendations
     from sasrec.inference.recommender import Recommender
 
-    recommender = Recommender.from_checkpoint(checkpoint, device=device)
+    recommender = (
+        Recommender.from_loaded(*loaded, checkpoint, device=device)
+        if loaded is not None
+        else Recommender.from_checkpoint(checkpoint, device=device)
+    )
     frame = recommender.recommend_dataset(data, top_n=top_n)
     stem = checkpoint.parent / f"recommendations.{data.name}.{recommender.config.split}.top{top_n}"
     made_by = {"checkpoint": str(checkpoint), "dataset": data.name, "fingerprint": data.fingerprint,
@@ -380,7 +387,9 @@ def _inference(settings: dict[str, Any]) -> int:
                     settings["metrics_json"], data.name, config, results["valid"], results["test"], extra
                 )
     if settings.get("generate_recommendations"):
-        _recommend(checkpoint, train_data, int(settings.get("top_n") or 10), str(device))
+        _recommend(
+            checkpoint, train_data, int(settings.get("top_n") or 10), str(device), (model, saved, payload)
+        )
     return 0
 
 

@@ -83,6 +83,19 @@ class Recommender:
     def from_checkpoint(cls, path: str | Path, *, device: str = "cpu") -> Recommender:
         """Load a checkpoint written by ``python -m sasrec train`` (verified against its recorded digest)."""
         model, config, payload = load_checkpoint(path, map_location="cpu")
+        return cls.from_loaded(model, config, payload, path, device=device)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model: SequentialRecommender,
+        config: TrainConfig,
+        payload: dict,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+    ) -> Recommender:
+        """From what :func:`~sasrec.training.checkpoints.load_checkpoint` returned (no second read of the file)."""
         popularity = (
             payload["popularity"].numpy() if "popularity" in payload else np.zeros(model.num_items + 1)
         )

@@ -28,21 +28,13 @@ from sasrec.data.tasks import build_cross_task, build_eval_task, resolve_relevan
 from sasrec.errors import ConfigError
 from sasrec.evaluation.config import EvalConfig
 from sasrec.evaluation.metrics import headline_metrics
+from sasrec.training.loop import policy_mask
 
 #: Models that are not rivals of the trained ones: chance level and, on simulated data, the ceiling.
 REFERENCE_MODELS = ("random", "oracle")
 
 
 # ------------------------------------------------------------------------------------------- fitting
-def policy_mask(data: PreparedData, split: str, fit_on: str, stage: str) -> np.ndarray:
-    """Events a model's parameters are fit on for ``stage``: the training events of ``split``; for the test
-    stage under ``fit_on="train_valid"``, the training and validation events."""
-    if fit_on not in ("train", "train_valid"):
-        raise ConfigError(f"fit_on must be train or train_valid; got {fit_on!r}")
-    history, _ = data.stage_masks(split, "test" if stage == "test" and fit_on == "train_valid" else "valid")
-    return history
-
-
 def fit_baselines(
     data: PreparedData,
     baselines: dict[str, dict[str, Any]],

@@ -48,7 +48,7 @@ from sasrec.training.checkpoints import (
     saved_config,
     write_checkpoint,
 )
-from sasrec.training.config import TrainConfig, resolve_device
+from sasrec.training.config import FIT_POLICIES, TrainConfig, resolve_device
 from sasrec.training.distributed import (
     SINGLE,
     DistContext,
@@ -183,12 +183,19 @@ class TrainState:
 
 
 # -------------------------------------------------------------------------------------------- the steps
+def policy_mask(data: PreparedData, split: str, fit_on: str, stage: str) -> np.ndarray:
+    """Events a model's parameters are fit on for ``stage``: the training events of ``split``; for the test
+    stage under ``fit_on="train_valid"``, the training and validation events."""
+    if fit_on not in FIT_POLICIES:
+        raise ConfigError(f"fit_on must be train or train_valid; got {fit_on!r}")
+    history, _ = data.stage_masks(split, "test" if stage == "test" and fit_on == "train_valid" else "valid")
+    return history
+
+
 def fit_mask(data: PreparedData, config: TrainConfig, *, refit: bool = False) -> np.ndarray:
     """Events whose items the parameters are fit on: the split's training events, plus its validation
     events when retraining under the ``train_valid`` policy (``refit``)."""
-    stage = "test" if refit else "valid"
-    history, _ = data.stage_masks(config.split, stage)  # test-stage history = train + valid events
-    return history
+    return policy_mask(data, config.split, "train_valid" if refit else "train", "test")
 
 
 def validation_task(data: PreparedData, config: TrainConfig) -> EvalTask:
