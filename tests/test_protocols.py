@@ -229,3 +229,14 @@ def test_random_scores_equal_with_and_without_remapping(protocol: str) -> None:
     assert remapped.summary == pytest.approx(raw.summary, nan_ok=True)
     pd.testing.assert_frame_equal(lists[True], lists[False])  # the same videos, in original ids
     assert (lists[False]["item"] % 2 == 0).all()  # never an id that does not exist
+
+
+def test_the_sampled_positives_share_no_array_with_the_targets() -> None:
+    """Building the positives (relevant, rankable targets) drops entries in place: it must work on a copy."""
+    from sasrec.evaluation.protocol import _TaskArrays
+
+    task = dense_task()
+    arrays = _TaskArrays(task, 3, 5.0)
+    expected = sp.csr_matrix(task.targets)
+    assert arrays.targets.nnz == expected.nnz and (arrays.targets != expected).nnz == 0
+    assert arrays.positives.nnz == int(arrays.target_positive.sum()) < expected.nnz

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from sasrec.data.contracts import EvalTask
 from sasrec.errors import ConfigError, SasrecError
 from sasrec.evaluation.metrics import METRIC_NAMES, metrics_from_hits
-from sasrec.evaluation.sampling import CandidateLists, sampled_candidates
+from sasrec.evaluation.sampling import CandidateLists, csr_entries, sampled_candidates
 from sasrec.progress import progress_enabled
 from sasrec.ranking import ranking_keys, top_k_keyed, top_k_narrow
 
@@ -104,7 +104,7 @@ def _target_values(
     if same_structure:
         rel_values = np.asarray(relevant.data, dtype=np.float32)
     else:  # look each target up in ``relevant`` (entries of ``relevant`` outside the targets are ignored)
-        rows = np.repeat(np.arange(targets.shape[0]), np.diff(targets.indptr))
+        rows = csr_entries(targets)[0]
         rel_values = np.asarray(relevant[rows, targets.indices], dtype=np.float32).ravel()
     watch_ratio = np.asarray(targets.data, dtype=np.float32)
     gains = np.where(np.isnan(watch_ratio), rel_values, watch_ratio)
@@ -178,11 +178,6 @@ def _row_counts(matrix: sp.csr_matrix, flags: np.ndarray) -> np.ndarray:
     return cumulative[matrix.indptr[1:]] - cumulative[matrix.indptr[:-1]]
 
 
-def _entry_rows(matrix: sp.csr_matrix) -> np.ndarray:
-    """(nnz,) int64 row of every stored entry of a CSR."""
-    return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-
-
 def _members(keys: np.ndarray, matrix: sp.csr_matrix | None, pattern: sp.csr_matrix) -> np.ndarray:
     """(len(keys),) bool: which ``row * C + column`` keys of ``pattern``'s entries are stored in ``matrix``."""
     if matrix is None:
@@ -191,7 +186,7 @@ def _members(keys: np.ndarray, matrix: sp.csr_matrix | None, pattern: sp.csr_mat
     common.eliminate_zeros()
     if common.nnz == 0:
         return np.zeros(len(keys), dtype=bool)
-    return np.isin(keys, _entry_rows(common) * matrix.shape[1] + common.indices)
+    return np.isin(keys, csr_entries(common)[0] * matrix.shape[1] + common.indices)
 
 
 class _TaskArrays:
@@ -227,7 +222,7 @@ class _TaskArrays:
         self._buffer: torch.Tensor | None = None  # keys of the full protocol, reused across batches
         self._columns: torch.Tensor | None = None
 
-        t_rows = _entry_rows(targets)
+        t_rows = csr_entries(targets)[0]
         t_cols = targets.indices.astype(np.int64)
         self.target_keys = t_rows * n_cols + t_cols  # (T,) sorted: canonical CSR, row-major
         t_pattern = _pattern(targets)
@@ -236,6 +231,13 @@ class _TaskArrays:
         target_rankable = base[t_cols] & ~in_exclude & ~in_history
         self.target_relevant = target_relevant  # (T,) bool
         self.target_positive = target_relevant & target_rankable  # (T,) relevant and rankable: always sampled
+        positives = sp.csr_matrix(
+            (self.target_positive.astype(np.float32), targets.indices, targets.indptr),
+            shape=targets.shape,
+            copy=True,  # eliminate_zeros works in place: the targets' arrays must not be shared
+        )
+        positives.eliminate_zeros()
+        self.positives = positives  # the sampled protocol's positives (row-sliced per batch)
         self.target_gains = target_gains  # (T,) float32
         self.n_relevant = np.bincount(t_rows, weights=target_relevant, minlength=n_rows).astype(np.int64)
 
@@ -255,17 +257,11 @@ class _TaskArrays:
         if self.exclude is not None:
             blocked += _row_counts(self.exclude, base)
             if self.mask_history:  # an excluded item also in the history is blocked once
-                e_rows = _entry_rows(self.exclude)
+                e_rows = csr_entries(self.exclude)[0]
                 twice = _members(e_rows * n_cols + self.exclude.indices, self.history, self.exclude)
                 twice &= base[self.exclude.indices]
                 blocked -= np.bincount(e_rows[twice], minlength=n_rows)
         self.n_candidates_full = self.n_rankable_items - blocked
-
-    def batch_entries(self, matrix: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """(batch row, item) of the stored entries of rows start..stop-1."""
-        lo, hi = int(matrix.indptr[start]), int(matrix.indptr[stop])
-        rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(matrix.indptr[start : stop + 1]))
-        return rows, np.asarray(matrix.indices[lo:hi], dtype=np.int64)
 
     def lookup(self, start: int, stop: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (B, L) items of rows start..stop-1: (relevant, gain) of each, False / 0 for non-targets."""
@@ -284,13 +280,7 @@ class _TaskArrays:
         self, start: int, stop: int, row_keys: np.ndarray, num_negatives: int, seed: int
     ) -> CandidateLists:
         """Sampled-protocol candidate lists of rows start..stop-1 (at least k' slots wide)."""
-        lo, hi = int(self.targets.indptr[start]), int(self.targets.indptr[stop])
-        keep = self.target_positive[lo:hi]
-        rows = np.repeat(np.arange(stop - start), np.diff(self.targets.indptr[start : stop + 1]))[keep]
-        positives = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, self.targets.indices[lo:hi][keep])),
-            shape=(stop - start, self.n_cols),
-        )
+        positives = self.positives[start:stop]
         blocked = [self.history[start:stop], None if self.exclude is None else self.exclude[start:stop]]
         return sampled_candidates(
             positives, blocked, self.base, row_keys[start:stop], num_negatives, seed, min_width=self.k_eff
@@ -354,7 +344,7 @@ class _TaskArrays:
         for matrix in (self.history if self.mask_history else None, self.exclude):
             if matrix is None:
                 continue
-            rows, items = self.batch_entries(matrix, start, stop)
+            rows, items = csr_entries(matrix[start:stop])  # (batch row, item)
             if self.compact:
                 cols = self.column_of_item[items]
                 rows, items = rows[cols >= 0], cols[cols >= 0]

@@ -46,7 +46,7 @@ class CandidateLists:
     n_eligible: np.ndarray
 
 
-def _entries(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+def csr_entries(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) int64 arrays of a CSR's stored entries."""
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
     return rows, np.asarray(matrix.indices, dtype=np.int64)
@@ -113,8 +113,8 @@ def sampled_candidates(
     cand_pos = np.full(n_cols, -1, dtype=np.int64)
     cand_pos[cand_items] = np.arange(n_cand)
 
-    pos_rows, pos_cols = _entries(positives)
-    parts = [(pos_rows, pos_cols)] + [_entries(m) for m in blocked if m is not None]
+    pos_rows, pos_cols = csr_entries(positives)
+    parts = [(pos_rows, pos_cols)] + [csr_entries(m) for m in blocked if m is not None]
     rows = np.concatenate([p[0] for p in parts])
     positions = cand_pos[np.concatenate([p[1] for p in parts])]
     keep = positions >= 0
