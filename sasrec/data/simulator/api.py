@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from sasrec.data.simulator.calibration import (
     SimulationParams,
 )
 from sasrec.data.simulator.matrices import _big_matrix, _small_matrix
-from sasrec.data.simulator.world import _make_world
+from sasrec.data.simulator.world import _make_world, _World
 from sasrec.data.simulator.writer import (
     _user_features,
     _write_interactions,
@@ -36,6 +36,9 @@ from sasrec.data.simulator.writer import (
 )
 from sasrec.errors import ConfigError, DataValidationError, MissingDataError
 from sasrec.progress import progress_enabled
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -96,77 +99,20 @@ def simulate(
 
     _check_arguments(scale, seed)
     params = params or SimulationParams()
-    out = Path(out_dir) if out_dir is not None else paths.simulated_dir()
-    _check_output_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METADATA_FILE).unlink(missing_ok=True)  # a run that fails leaves no stale metadata behind
+    out = _prepare_output_folder(out_dir)
     started = time.perf_counter()
-    streams = np.random.SeedSequence([int(seed), 0x5A5EC]).spawn(8)
-    rngs = [np.random.default_rng(s) for s in streams]
+    rngs = _random_streams(seed)
 
     bar = tqdm(total=7, desc="simulate", disable=not progress_enabled(progress), unit="step")
     try:
-        bar.set_postfix_str("world")
-        world = _make_world(scale, params, rngs[0])
-        bar.update()
-        bar.set_postfix_str("big matrix")
-        big = _big_matrix(world, scale, params, rngs[1])
-        bar.update()
-        bar.set_postfix_str("small matrix")
-        small, truth = _small_matrix(world, params, rngs[2])
-        bar.update()
-        # Simulator-only and side files first: the matrices (what loaders look for) come last.
-        bar.set_postfix_str("side files")
-        truth_table = pa.table(
-            {
-                "user_id": pa.array(truth[0], pa.int64()),
-                "video_id": pa.array(truth[1], pa.int64()),
-                "expected_watch_ratio": pa.array(truth[2], pa.float64()),
-            }
-        )
-        with paths.atomic_path(out / GROUND_TRUTH_FILE) as tmp:
-            pq.write_table(truth_table, tmp, compression="zstd")
-        _write_item_categories(out / "item_categories.csv", world)
-        _write_user_features(out / "user_features.csv", _user_features(world.n_users, rngs[3]))
-        bar.update()
-        bar.set_postfix_str("writing big_matrix.csv")
-        _write_interactions(out / "big_matrix.csv", big, date_as_float=False)
-        bar.update()
-        bar.set_postfix_str("writing small_matrix.csv")
-        _write_interactions(out / "small_matrix.csv", small, date_as_float=True)
-        bar.update()
-        counts = {
-            "users": world.n_users,
-            "videos": world.n_videos,
-            "small_users": len(world.small_users),
-            "small_videos": len(world.small_videos),
-            "big_rows": len(big["user_id"]),
-            "small_rows": len(small["user_id"]),
-            "small_pairs_missing": len(world.small_users) * len(world.small_videos) - len(small["user_id"]),
-            "chains": len(world.chain_start),
-        }
+        world, big, small, truth = _generate(scale, params, rngs, bar)
+        _write_files(out, world, big, small, truth, rngs[3], bar)
+        counts = _counts(world, big, small)
         shares = {
             "big_matrix": watch_ratio_statistics(big["watch_ratio"]),
             "small_matrix": watch_ratio_statistics(small["watch_ratio"]),
         }
-        metadata = {
-            "simulated": True,
-            "generator_version": GENERATOR_VERSION,
-            "scale": float(scale),
-            "seed": int(seed),
-            "parameters": asdict(params),
-            "counts": counts,
-            "watch_ratio": shares,
-            "spans": {"big_matrix": list(BIG_SPAN), "small_matrix": list(SMALL_SPAN)},
-            "timezone": "Asia/Shanghai",
-            "files": [
-                "big_matrix.csv",
-                "small_matrix.csv",
-                "item_categories.csv",
-                "user_features.csv",
-                GROUND_TRUTH_FILE,
-            ],
-        }
+        metadata = _metadata(scale, seed, params, counts, shares)
         paths.atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         bar.update()
     finally:
@@ -178,6 +124,115 @@ def simulate(
         "counts": counts,
         "watch_ratio": shares,
         "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _prepare_output_folder(out_dir: Path | None) -> Path:
+    """Resolve, check and create the output folder, removing any stale metadata."""
+    out = Path(out_dir) if out_dir is not None else paths.simulated_dir()
+    _check_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METADATA_FILE).unlink(missing_ok=True)  # a run that fails leaves no stale metadata behind
+    return out
+
+
+def _random_streams(seed: int) -> list[np.random.Generator]:
+    """One independent generator per generative step, all derived from ``seed``."""
+    streams = np.random.SeedSequence([int(seed), 0x5A5EC]).spawn(8)
+    return [np.random.default_rng(s) for s in streams]
+
+
+def _generate(
+    scale: float, params: SimulationParams, rngs: list[np.random.Generator], bar: tqdm
+) -> tuple[_World, dict[str, np.ndarray], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Draw the world, then the big and small matrices (and the small matrix's ground truth)."""
+    bar.set_postfix_str("world")
+    world = _make_world(scale, params, rngs[0])
+    bar.update()
+    bar.set_postfix_str("big matrix")
+    big = _big_matrix(world, scale, params, rngs[1])
+    bar.update()
+    bar.set_postfix_str("small matrix")
+    small, truth = _small_matrix(world, params, rngs[2])
+    bar.update()
+    return world, big, small, truth
+
+
+def _write_ground_truth(path: Path, truth: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Write the expected watch_ratio of every small pair as zstd parquet (atomically)."""
+    truth_table = pa.table(
+        {
+            "user_id": pa.array(truth[0], pa.int64()),
+            "video_id": pa.array(truth[1], pa.int64()),
+            "expected_watch_ratio": pa.array(truth[2], pa.float64()),
+        }
+    )  # (n_small_pairs, 3)
+    with paths.atomic_path(path) as tmp:
+        pq.write_table(truth_table, tmp, compression="zstd")
+
+
+def _write_files(
+    out: Path,
+    world: _World,
+    big: dict[str, np.ndarray],
+    small: dict[str, np.ndarray],
+    truth: tuple[np.ndarray, np.ndarray, np.ndarray],
+    features_rng: np.random.Generator,
+    bar: tqdm,
+) -> None:
+    """Write the side files first, then the matrices (what loaders look for) last."""
+    bar.set_postfix_str("side files")
+    _write_ground_truth(out / GROUND_TRUTH_FILE, truth)
+    _write_item_categories(out / "item_categories.csv", world)
+    _write_user_features(out / "user_features.csv", _user_features(world.n_users, features_rng))
+    bar.update()
+    bar.set_postfix_str("writing big_matrix.csv")
+    _write_interactions(out / "big_matrix.csv", big, date_as_float=False)
+    bar.update()
+    bar.set_postfix_str("writing small_matrix.csv")
+    _write_interactions(out / "small_matrix.csv", small, date_as_float=True)
+    bar.update()
+
+
+def _counts(world: _World, big: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> dict[str, int]:
+    """Sizes of the simulated world and matrices, as reported in the summary and metadata."""
+    return {
+        "users": world.n_users,
+        "videos": world.n_videos,
+        "small_users": len(world.small_users),
+        "small_videos": len(world.small_videos),
+        "big_rows": len(big["user_id"]),
+        "small_rows": len(small["user_id"]),
+        "small_pairs_missing": len(world.small_users) * len(world.small_videos) - len(small["user_id"]),
+        "chains": len(world.chain_start),
+    }
+
+
+def _metadata(
+    scale: float,
+    seed: int,
+    params: SimulationParams,
+    counts: dict[str, int],
+    shares: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """The content of ``simulation.json``: what was generated, how, and from which parameters."""
+    return {
+        "simulated": True,
+        "generator_version": GENERATOR_VERSION,
+        "scale": float(scale),
+        "seed": int(seed),
+        "parameters": asdict(params),
+        "counts": counts,
+        "watch_ratio": shares,
+        "spans": {"big_matrix": list(BIG_SPAN), "small_matrix": list(SMALL_SPAN)},
+        "timezone": "Asia/Shanghai",
+        "files": [
+            "big_matrix.csv",
+            "small_matrix.csv",
+            "item_categories.csv",
+            "user_features.csv",
+            GROUND_TRUTH_FILE,
+        ],
     }
 
 

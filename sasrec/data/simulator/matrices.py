@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sasrec.data.simulator.calibration import (
@@ -70,28 +72,56 @@ def _taste_cdf(taste: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return cdf
 
 
-def _big_matrix(
+@dataclass(frozen=True)
+class _Sessions:
+    """The big matrix's rows (before duplicates) grouped into per-user sessions."""
+
+    user: np.ndarray  # (N,) user of each row
+    base: np.ndarray  # (U,) rows per user
+    position: np.ndarray  # (N,) place of each row in its user's history
+    session_start: np.ndarray  # (N,) whether a row opens a session
+    session_id: np.ndarray  # (N,) session of each row
+    session_rows: np.ndarray  # (S,) first row of each session
+    session_user: np.ndarray  # (S,) user of each session
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows before duplicates (N)."""
+        return len(self.user)
+
+
+def _split_sessions(
     world: _World, scale: float, params: SimulationParams, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Generate the big matrix: session walks along chains, times, duplicates, date mismatches."""
+) -> _Sessions:
+    """Draw each user's row count and cut the rows into sessions (geometric lengths)."""
     target = _user_counts(world.n_users, scale, rng)
-    base = np.maximum(np.rint(target / (1 + params.duplicate_share)), 1).astype(np.int64)
+    base = np.maximum(np.rint(target / (1 + params.duplicate_share)), 1).astype(np.int64)  # (U,)
     n_rows = int(base.sum())
     user = np.repeat(np.arange(world.n_users), base)  # (N,)
-    user_first_row = np.r_[0, np.cumsum(base)[:-1]]
-    position = np.arange(n_rows) - user_first_row[user]
-    session_start = rng.random(n_rows) < 1.0 / params.mean_session_length
+    user_first_row = np.r_[0, np.cumsum(base)[:-1]]  # (U,)
+    position = np.arange(n_rows) - user_first_row[user]  # (N,)
+    session_start = rng.random(n_rows) < 1.0 / params.mean_session_length  # (N,)
     session_start[user_first_row] = True
-    session_id = np.cumsum(session_start) - 1
-    session_rows = np.flatnonzero(session_start)
-    session_user = user[session_rows]
+    session_id = np.cumsum(session_start) - 1  # (N,)
+    session_rows = np.flatnonzero(session_start)  # (S,)
+    return _Sessions(
+        user=user,
+        base=base,
+        position=position,
+        session_start=session_start,
+        session_id=session_id,
+        session_rows=session_rows,
+        session_user=user[session_rows],
+    )
 
-    # Session tag from the drifting taste: the end taste with probability drift * (place in history).
-    progress_share = position[session_rows] / base[session_user]
-    use_end = rng.random(len(session_rows)) < params.taste_drift * progress_share
-    pool_all = _tag_pool(np.arange(world.n_videos), world)
-    pool_other = _tag_pool(np.flatnonzero(~world.is_small_video), world)
-    cdf = np.concatenate(
+
+def _session_tag_cdf(
+    world: _World,
+    pool_all: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pool_other: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Stack the tag CDFs: start/end taste over all/non-small videos, then global frequency rows."""
+    return np.concatenate(
         [
             _taste_cdf(world.taste_start, pool_all[2]),
             _taste_cdf(world.taste_end, pool_all[2]),
@@ -101,77 +131,145 @@ def _big_matrix(
             _taste_cdf(TAG_FREQUENCY[None, :], pool_other[2]),
         ]
     )  # (4U + 2, 31)
-    small_session = world.is_small_user[session_user]
-    explore = rng.random(len(session_rows)) < params.exploration
+
+
+def _session_start_videos(
+    world: _World,
+    sessions: _Sessions,
+    params: SimulationParams,
+    pool_all: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pool_other: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Pick each session's first video from a tag of the drifting taste (or an exploration tag)."""
+    session_rows, session_user = sessions.session_rows, sessions.session_user
+    # The end taste with probability drift * (place in history).
+    progress_share = sessions.position[session_rows] / sessions.base[session_user]  # (S,)
+    use_end = rng.random(len(session_rows)) < params.taste_drift * progress_share  # (S,)
+    cdf = _session_tag_cdf(world, pool_all, pool_other)  # (4U + 2, 31)
+    small_session = world.is_small_user[session_user]  # (S,)
+    explore = rng.random(len(session_rows)) < params.exploration  # (S,)
     table_row = np.where(
         explore,
         4 * world.n_users + small_session,
         (use_end + 2 * small_session) * world.n_users + session_user,
-    )
-    tags = _pick_tags(cdf, table_row, rng)
-    start_video = np.where(
+    )  # (S,)
+    tags = _pick_tags(cdf, table_row, rng)  # (S,)
+    return np.where(
         small_session, _pick_from_pool(pool_other, tags, rng), _pick_from_pool(pool_all, tags, rng)
-    )
+    )  # (S,)
 
-    # Walk: each view moves 0-3 places along the chain of the session's first video. A user coming back
-    # to a chain resumes after the place where the previous visit ended (like a series); past a chain's
-    # end the walk goes on in the next chain of the same tag (cyclically).
+
+def _session_entry_places(
+    world: _World,
+    sessions: _Sessions,
+    start_video: np.ndarray,
+    session_chain: np.ndarray,
+    session_moves: np.ndarray,
+) -> np.ndarray:
+    """Place in its chain where each session enters: a return visit resumes after the previous one."""
+    session_user = sessions.session_user
+    visit_order = np.lexsort((np.arange(len(sessions.session_rows)), session_chain, session_user))  # (S,)
+    visit_user, visit_chain = session_user[visit_order], session_chain[visit_order]
+    first_visit = np.r_[True, (visit_user[1:] != visit_user[:-1]) | (visit_chain[1:] != visit_chain[:-1])]
+    first_visit_index = np.flatnonzero(first_visit)[np.cumsum(first_visit) - 1]  # (S,)
+    resume = _segment_cumsum(session_moves[visit_order] + 1, first_visit_index)  # (S,)
+    session_place = np.empty(len(sessions.session_rows), dtype=np.int64)  # (S,)
+    session_place[visit_order] = world.position_in_chain[start_video[visit_order]][first_visit_index] + resume
+    return session_place
+
+
+def _walk_chains(
+    world: _World,
+    sessions: _Sessions,
+    start_video: np.ndarray,
+    params: SimulationParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Walk each session 0-3 places per view along its chain, on into the next chain of the tag."""
+    # A user coming back to a chain resumes after the place where the previous visit ended (like a
+    # series); past a chain's end the walk goes on in the next chain of the same tag (cyclically).
+    session_rows, session_id, n_rows = sessions.session_rows, sessions.session_id, sessions.n_rows
     step_cdf = np.cumsum(params.step_probabilities) / np.sum(params.step_probabilities)
-    steps = np.minimum(np.searchsorted(step_cdf, rng.random(n_rows), side="right"), 3)
+    steps = np.minimum(np.searchsorted(step_cdf, rng.random(n_rows), side="right"), 3)  # (N,)
     steps[session_rows] = 0
     moved = _segment_cumsum(steps, session_rows[session_id]) + steps  # (N,) places moved in the session
     session_chain = world.chain_of[start_video]  # (S,)
-    session_moves = moved[np.r_[session_rows[1:] - 1, n_rows - 1]]
-    visit_order = np.lexsort((np.arange(len(session_rows)), session_chain, session_user))
-    visit_user, visit_chain = session_user[visit_order], session_chain[visit_order]
-    first_visit = np.r_[True, (visit_user[1:] != visit_user[:-1]) | (visit_chain[1:] != visit_chain[:-1])]
-    first_visit_index = np.flatnonzero(first_visit)[np.cumsum(first_visit) - 1]
-    resume = _segment_cumsum(session_moves[visit_order] + 1, first_visit_index)
-    session_place = np.empty(len(session_rows), dtype=np.int64)
-    session_place[visit_order] = world.position_in_chain[start_video[visit_order]][first_visit_index] + resume
-    chain = session_chain[session_id]
-    lap, place = np.divmod(session_place[session_id] + moved, world.chain_length[chain])
+    session_moves = moved[np.r_[session_rows[1:] - 1, n_rows - 1]]  # (S,)
+    session_place = _session_entry_places(world, sessions, start_video, session_chain, session_moves)
+    chain = session_chain[session_id]  # (N,)
+    lap, place = np.divmod(session_place[session_id] + moved, world.chain_length[chain])  # (N,)
     chain = world.ring_first[chain] + (chain - world.ring_first[chain] + lap) % world.ring_size[chain]
     place = place % world.chain_length[chain]
-    video = world.chain_members[world.chain_start[chain] + place]
+    return world.chain_members[world.chain_start[chain] + place]  # (N,)
 
-    # One-off views of trending videos, interleaved with the walks (the chain walk goes on after them).
-    trending = rng.random(n_rows) < params.trending_share
-    trending[session_rows] = False
-    trending_users = world.is_small_user[user[trending]]
-    draws = rng.random(int(trending.sum()))
-    trending_video = np.empty(len(draws), dtype=np.int64)
+
+def _trending_views(
+    world: _World,
+    sessions: _Sessions,
+    params: SimulationParams,
+    pool_other: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Choose the rows that become one-off trending views, and their popularity-weighted videos."""
+    trending = rng.random(sessions.n_rows) < params.trending_share  # (N,)
+    trending[sessions.session_rows] = False
+    trending_users = world.is_small_user[sessions.user[trending]]  # (T,)
+    draws = rng.random(int(trending.sum()))  # (T,)
+    trending_video = np.empty(len(draws), dtype=np.int64)  # (T,)
     for is_small_user, members in ((False, np.arange(world.n_videos)), (True, pool_other[0])):
         cumulative = np.cumsum(world.popularity[members] ** params.trending_power)
         picked = trending_users == is_small_user
         index = np.searchsorted(cumulative, draws[picked] * cumulative[-1], side="right")
         trending_video[picked] = members[np.minimum(index, len(members) - 1)]
-    video[trending] = trending_video
+    return trending, trending_video
 
-    # Every video appears at least once: rare unvisited ones replace random views of non-small users.
-    views = np.bincount(video, minlength=world.n_videos)
+
+def _cover_unseen_videos(
+    world: _World, user: np.ndarray, video: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (random views of non-small users) to give to the never-viewed videos, and those videos."""
+    views = np.bincount(video, minlength=world.n_videos)  # (n_videos,)
     unseen = np.flatnonzero(views == 0)
-    if len(unseen):  # taken from videos seen often enough to keep at least one view
-        candidates = np.flatnonzero(~world.is_small_user[user] & (views[video] > len(unseen)))
-        video[rng.choice(candidates, size=len(unseen), replace=False)] = unseen
+    if not len(unseen):
+        return np.empty(0, dtype=np.int64), unseen
+    # Taken from videos seen often enough to keep at least one view.
+    candidates = np.flatnonzero(~world.is_small_user[user] & (views[video] > len(unseen)))
+    return rng.choice(candidates, size=len(unseen), replace=False), unseen
 
-    x = _signal(world, user, video, params)
-    duration = world.duration_ms[video]
-    play, ratio = _watch_ratio(x, duration, "big_matrix", params.signal_correlation, rng)
 
-    # Times: users active over most of the span; a view takes its play time plus a pause.
-    span_start = _local_midnight_ms(BIG_SPAN[0])
-    span_end = _local_midnight_ms(BIG_SPAN[1]) + _DAY_MS - 1
+def _big_span_ms() -> tuple[int, int]:
+    """First and last millisecond of the big matrix's span (local days)."""
+    return _local_midnight_ms(BIG_SPAN[0]), _local_midnight_ms(BIG_SPAN[1]) + _DAY_MS - 1
+
+
+def _big_timestamps(
+    world: _World, sessions: _Sessions, play: np.ndarray, params: SimulationParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Lay the views on each user's active window; a view takes its play time plus a pause."""
+    span_start, span_end = _big_span_ms()
     span = span_end - span_start
-    window_start = span_start + rng.uniform(0, 0.3, world.n_users) * span
-    window_end = span_end - rng.uniform(0, 0.1, world.n_users) * span
-    busy = play + np.rint(rng.exponential(params.mean_gap_seconds * 1000, n_rows)).astype(np.int64) + 1
-    unix_ms = _timeline(user, session_start, busy, window_start, window_end, rng)
+    window_start = span_start + rng.uniform(0, 0.3, world.n_users) * span  # (U,)
+    window_end = span_end - rng.uniform(0, 0.1, world.n_users) * span  # (U,)
+    gap = np.rint(rng.exponential(params.mean_gap_seconds * 1000, sessions.n_rows)).astype(np.int64)
+    busy = play + gap + 1  # (N,)
+    return _timeline(sessions.user, sessions.session_start, busy, window_start, window_end, rng)  # (N,)
 
-    # Exact duplicate rows (written twice, adjacent) and dates a day off the timestamp's local day.
-    copies = 1 + (rng.random(n_rows) < params.duplicate_share)
+
+def _duplicate_copies(n_rows: int, params: SimulationParams, rng: np.random.Generator) -> np.ndarray:
+    """How many times each row is written (2 = an exact adjacent duplicate); at least one duplicate."""
+    copies = 1 + (rng.random(n_rows) < params.duplicate_share)  # (N,)
     copies[0] = 2  # at least one duplicate at any scale
-    date = _local_yyyymmdd(unix_ms)
+    return copies
+
+
+def _dates_with_mismatches(
+    unix_ms: np.ndarray, params: SimulationParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Local yyyymmdd dates of ``unix_ms``, a few of them a day off (never outside the span)."""
+    span_start, span_end = _big_span_ms()
+    n_rows = len(unix_ms)
+    date = _local_yyyymmdd(unix_ms)  # (N,)
     n_mismatch = max(int(round(params.date_mismatch_share * n_rows)), 3)
     mismatch = rng.choice(n_rows, size=min(n_mismatch, n_rows), replace=False)
     # A day later or earlier at random, but never outside the span.
@@ -182,6 +280,33 @@ def _big_matrix(
     )
     shifted_ms = unix_ms[mismatch] + np.where(later, _DAY_MS, -_DAY_MS)
     date[mismatch] = _local_yyyymmdd(shifted_ms)
+    return date
+
+
+def _big_matrix(
+    world: _World, scale: float, params: SimulationParams, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Generate the big matrix: session walks along chains, times, duplicates, date mismatches."""
+    sessions = _split_sessions(world, scale, params, rng)
+    pool_all = _tag_pool(np.arange(world.n_videos), world)
+    pool_other = _tag_pool(np.flatnonzero(~world.is_small_video), world)
+    start_video = _session_start_videos(world, sessions, params, pool_all, pool_other, rng)  # (S,)
+    video = _walk_chains(world, sessions, start_video, params, rng)  # (N,)
+    # One-off views of trending videos, interleaved with the walks (the chain walk goes on after them).
+    trending, trending_video = _trending_views(world, sessions, params, pool_other, rng)
+    video[trending] = trending_video
+    # Every video appears at least once: rare unvisited ones replace random views of non-small users.
+    replaced, unseen = _cover_unseen_videos(world, sessions.user, video, rng)
+    video[replaced] = unseen
+
+    user = sessions.user
+    x = _signal(world, user, video, params)
+    duration = world.duration_ms[video]  # (N,)
+    play, ratio = _watch_ratio(x, duration, "big_matrix", params.signal_correlation, rng)
+    unix_ms = _big_timestamps(world, sessions, play, params, rng)
+    # Exact duplicate rows (written twice, adjacent) and dates a day off the timestamp's local day.
+    copies = _duplicate_copies(sessions.n_rows, params, rng)
+    date = _dates_with_mismatches(unix_ms, params, rng)
     columns = {
         "user_id": user,
         "video_id": video,
