@@ -29,7 +29,8 @@ export PYTHONHASHSEED := 0
 
 help: ## Show this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=full|smoke (report profile), WAIT=false (refuse when the profile is being written),"
+	@echo "  Variables: PROFILE=full|smoke|real (report profile), WAIT=false (refuse when the profile is being written),"
+	@echo "             CHECK_RESOURCES=false (skip the up-front memory and disk check of make report),"
 	@echo "             ARCHIVE=PATH (make data from a downloaded zip), NPROC/DDP_ARGS (train-ddp), LAB_ARGS (lab)"
 
 $(VENV)/.installed: pyproject.toml
@@ -59,7 +60,8 @@ $(DATA_STAMP): setup FORCE
 $(EXEC)/%.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(PKG_SRC) $(DATA_STAMP)
 	@mkdir -p $(EXEC) $(HTML)
 	@echo "== $* ($(PROFILE))"
-	$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks --no-progress-bar \
+	$(PY) -m sasrec report measure --out $(OUT)/resources/$*.json -- \
+		$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks --no-progress-bar \
 		--log-level WARNING
 	@mv $@.partial.ipynb $@
 	$(JUPYTER) nbconvert --to html --log-level WARN $@ --output-dir $(HTML)
@@ -76,9 +78,11 @@ $(OUT)/README.md: $(EXECUTED)
 # WAIT=false exits 2 naming the holder), removes executed notebooks whose metrics JSON is missing or damaged
 # (`report verify`), then runs `report-inner`: only changed or removed notebooks rerun.
 WAIT ?= true
+CHECK_RESOURCES ?= true
 .PHONY: report-inner
 report: setup ## Run notebooks 01-06 headlessly (PROFILE=full|smoke, WAIT=false) and regenerate the report
-	+@$(PY) -m sasrec report run --profile $(PROFILE) $(if $(filter false no 0,$(WAIT)),--no-wait) --make "$(MAKE)"
+	+@$(PY) -m sasrec report run --profile $(PROFILE) $(if $(filter false no 0,$(WAIT)),--no-wait) \
+		$(if $(filter false no 0,$(CHECK_RESOURCES)),--no-resource-check) --make "$(MAKE)"
 
 report-inner: $(OUT)/README.md
 	@echo "report written to $(OUT)/README.md"

@@ -71,6 +71,11 @@ def _run(args: argparse.Namespace) -> int:
     if make_args and make_args[0] == "--":
         make_args = make_args[1:]
     command = [*shlex.split(args.make), INNER_TARGET, f"PROFILE={args.profile}", *make_args]
+    if args.resource_check:
+        from sasrec.study.resources import check_resources
+
+        for line in check_resources(args.profile):
+            print(f"resources: {line}", flush=True)
     with profile_lock(args.profile, wait=not args.no_wait):
         for line in verify_profile(args.profile, dry_run=_make_dry_run()):
             print(line, flush=True)
@@ -87,6 +92,44 @@ def _run(args: argparse.Namespace) -> int:
         name = f"signal {-completed.returncode}" if completed.returncode < 0 else f"status {status}"
         logger.warning("%s ended with %s (report profile %s)", shlex.join(command), name, args.profile)
     return status
+
+
+def _measure(args: argparse.Namespace) -> int:
+    """Run the command after ``--`` and record its wall time and peak memory (for make's notebook runs)."""
+    from sasrec.study.resources import run_measured
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("report measure: no command given after --")
+    return run_measured(command, paths.resolve(args.out))
+
+
+def _resources(args: argparse.Namespace) -> int:
+    """Print the profile's estimated peak memory per notebook; exit 2 when this machine is too small."""
+    from sasrec.study.resources import check_resources
+
+    check_profile(args.profile)
+    for line in check_resources(args.profile):
+        print(line)
+    return 0
+
+
+def _add_resource_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``report measure`` and ``report resources``."""
+    measure = sub.add_parser(
+        "measure", help="run a command (after --) and write its wall time and peak memory to --out"
+    )
+    measure.add_argument("--out", required=True, help="JSON file to write (only when the command succeeds)")
+    measure.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command to run")
+    measure.set_defaults(func=_measure)
+    resources = sub.add_parser(
+        "resources",
+        help="estimated peak memory of each notebook of a profile; exit 2 if this machine is too small",
+    )
+    resources.add_argument("--profile", default="full", help="params/<profile>/ to estimate (default full)")
+    resources.set_defaults(func=_resources)
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -150,6 +193,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="exit 2 at once when another run holds the profile (make WAIT=false)",
     )
     run.add_argument("--make", default="make", help="the make program to run (make passes $(MAKE))")
+    run.add_argument(
+        "--no-resource-check",
+        dest="resource_check",
+        action="store_false",
+        help="skip the up-front memory and disk check (make CHECK_RESOURCES=false)",
+    )
     run.add_argument("make_args", nargs=argparse.REMAINDER, help="after --: more arguments for make")
     run.set_defaults(func=_run)
     verify = sub.add_parser(
@@ -196,3 +245,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scratch", default="scratch", help="folder name under reports/ and models/ (default scratch)"
     )
     notebook.set_defaults(func=_notebook)
+    _add_resource_parsers(sub)

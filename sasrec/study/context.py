@@ -27,13 +27,16 @@ class StudyPaths:
 
     Attributes:
         data_dir: folder of the KuaiRec CSVs; empty: data/raw when the real archive is there, else the
-            simulator's data/simulated.
+            simulator's folder (``simulated_dir``).
+        simulated_dir: where the simulator writes when ``data_dir`` is empty and data/raw holds no real
+            archive; empty: data/simulated (a profile at another scale names its own folder).
         processed_dir: prepared datasets.
         models_dir: checkpoints and logs.
         reports_dir: figures/ and metrics/ of the report.
     """
 
     data_dir: str = ""
+    simulated_dir: str = ""
     processed_dir: str = "data/processed"
     models_dir: str = "models"
     reports_dir: str = "reports"
@@ -71,7 +74,10 @@ class Study:
         from sasrec.study.steps import resolve_data_dir
 
         return resolve_data_dir(
-            self.paths.data_dir, simulate_scale=self.simulator.scale, seed=self.simulator.seed
+            self.paths.data_dir,
+            simulate_scale=self.simulator.scale,
+            seed=self.simulator.seed,
+            simulated_dir=self.paths.simulated_dir,
         )
 
     @cached_property

@@ -24,7 +24,7 @@ from sasrec import paths
 from sasrec.config import load_yaml_mapping
 from sasrec.errors import MissingDataError
 from sasrec.evaluation.metrics import headline_metrics
-from sasrec.study.comparisons import metric_table
+from sasrec.study.comparisons import metric_table, paired_summary
 
 METRIC_FILES = ("eda", "prepare", "training", "evaluation", "training_big", "cross_dataset", "experiments")
 TEMPLATE = "summary.md.j2"
@@ -109,21 +109,14 @@ def _interval(mean: float, low: float, high: float) -> str:
 
 
 def paired_markdown(paired: pd.DataFrame, task: str, metric: str) -> str:
-    """One row per model, one column per reference: ``difference [low, high] (p)`` of ``metric`` on ``task``."""
-    sub = paired[(paired["task"] == task) & (paired["metric"] == metric)] if len(paired) else paired
-    if sub.empty:
-        return ""
-    sub = sub.assign(
-        cell=[
-            f"{r.difference:+.4f} [{r.low:+.4f}, {r.high:+.4f}] (p={r.p_value:.2g})" for r in sub.itertuples()
-        ]
-    )
-    wide = sub.pivot(index="model", columns="reference", values="cell").fillna("")
-    order = sub.groupby("model")["mean_model"].first().sort_values(ascending=False).index
-    wide = wide.loc[order].rename(columns=lambda ref: f"vs {ref}").rename_axis(None, axis=1)
-    return markdown_table(
-        wide.rename_axis(f"model ({metric}, {int(sub['users'].max())} users)").reset_index()
-    )
+    """One row per model, one column per reference: ``difference [low, high] (p)`` of ``metric`` on ``task``
+    (the notebooks' :func:`~sasrec.study.comparisons.paired_summary` with the report's cell format)."""
+    wide = paired_summary(paired, task, metric, cell=_report_cell)
+    return markdown_table(wide.reset_index()) if len(wide) else ""
+
+
+def _report_cell(row: Any) -> str:
+    return f"{row.difference:+.4f} [{row.low:+.4f}, {row.high:+.4f}] (p={row.p_value:.2g})"
 
 
 # ------------------------------------------------------------------------------------------ findings
@@ -347,7 +340,8 @@ def _training(training: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     k = training.get("k", 10)
     rows = [{"model": name, "best epoch": info["best_epoch"], "epochs run": info.get("epochs_run"),
-             f"validation NDCG@{k}": (info.get("valid") or {}).get(f"ndcg@{k}"), "seconds": info["seconds"]}
+             f"validation NDCG@{k}": (info.get("valid") or {}).get(f"ndcg@{k}"), "seconds": info["seconds"],
+             **({"peak RSS GB": info["peak_rss_gb"]} if "peak_rss_gb" in info else {})}
             for name, info in training["models"].items()]  # fmt: skip
     first = next(iter(training["models"].values()))["config"]
     return {"dataset": training["dataset"], "table": markdown_table(pd.DataFrame(rows)), "fit_on": training.get("fit_on"),
@@ -398,6 +392,30 @@ def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str,
     }
 
 
+def resources_table(reports_dir: str | Path, profile: str) -> str | None:
+    """Markdown table of each notebook's measured wall time and peak memory beside the up-front estimate.
+
+    Read from ``<reports_dir>/resources/*.json`` (written by ``report measure`` around each papermill run);
+    None when the run recorded none.
+    """
+    from sasrec.study.resources import profile_requirements, read_measured
+
+    measured = read_measured(paths.resolve(reports_dir) / "resources")
+    if not measured:
+        return None
+    try:
+        estimates = {r.notebook: r.memory_gb for r in profile_requirements(profile)["notebooks"]}
+    except (OSError, ValueError):
+        estimates = {}
+    rows = [{"notebook": m["name"], "minutes": round(m["seconds"] / 60, 1), "peak RSS GB": m["peak_rss_gb"],
+             "estimated peak GB": estimates.get(m["name"]), "cores": m.get("cpus"), "finished": m.get("finished")}
+            for m in measured]  # fmt: skip
+    total = sum(m["seconds"] for m in measured)
+    rows.append({"notebook": "all", "minutes": round(total / 60, 1),
+                 "peak RSS GB": max(m["peak_rss_gb"] for m in measured)})  # fmt: skip
+    return markdown_table(pd.DataFrame(rows))
+
+
 def build_summary(reports_dir: str | Path, profile: str = "full") -> str:
     """Markdown of the results summary: the template filled from ``<reports_dir>/metrics``."""
     metrics = load_metrics(reports_dir)
@@ -412,7 +430,8 @@ def build_summary(reports_dir: str | Path, profile: str = "full") -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(TEMPLATE).render(**summary_context(metrics, profile))
+    context = summary_context(metrics, profile)
+    return env.get_template(TEMPLATE).render(**context, resources=resources_table(reports_dir, profile))
 
 
 def write_summary(reports_dir: str | Path, profile: str = "full") -> Path:

@@ -9,7 +9,6 @@ validation results, the fitting policy and the fitted events) is written to ``me
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,23 @@ from sasrec import paths
 from sasrec.data.contracts import SPLITS, PreparedData, split_column
 from sasrec.errors import ConfigError
 from sasrec.study.context import Study
+from sasrec.study.resources import measure
 from sasrec.training.config import TrainConfig
 
 
 # ---------------------------------------------------------------------------------------------- data
 def resolve_data_dir(
-    data_dir: str | Path | None = "", *, simulate_scale: float | None = None, seed: int = 0
+    data_dir: str | Path | None = "",
+    *,
+    simulate_scale: float | None = None,
+    seed: int = 0,
+    simulated_dir: str | Path | None = "",
 ) -> Path:
     """The raw data folder: ``data_dir`` when given, else real KuaiRec in data/raw, else the simulator's.
 
-    When the chosen folder is a simulator folder that does not exist yet and ``simulate_scale`` is given,
-    the simulator writes it first (so a notebook runs on a fresh clone).
+    The simulator's folder is ``simulated_dir`` when given (a profile at another scale keeps its own), else
+    data/simulated. When the chosen folder is a simulator folder that does not exist yet and
+    ``simulate_scale`` is given, the simulator writes it first (so a notebook runs on a fresh clone).
     """
     from sasrec.data import kuairec, simulator
     from sasrec.data.preparation.sources import default_data_dir
@@ -42,6 +47,11 @@ def resolve_data_dir(
         return folder
     if kuairec.has_official_matrices(paths.raw_dir()):
         return paths.raw_dir()
+    if simulated_dir:
+        folder = paths.resolve(simulated_dir)
+        if not kuairec.has_official_matrices(folder) and simulate_scale is not None:
+            simulator.simulate(scale=simulate_scale, seed=seed, out_dir=folder, progress=False)
+        return folder
     if not kuairec.has_official_matrices(paths.simulated_dir()) and simulate_scale is not None:
         simulator.simulate(scale=simulate_scale, seed=seed, out_dir=paths.simulated_dir(), progress=False)
     return default_data_dir()
@@ -164,9 +174,9 @@ def train_models(
     logs, summary = [], {}
     for name, config in configs.items():
         config = TrainConfig.from_dict({**config.to_dict(), "progress": study.progress})
-        started = time.perf_counter()
-        result = train(data, config, out_dir=study.models_dir / f"{data.name}_{name}")
-        seconds = time.perf_counter() - started
+        with measure() as cost:
+            result = train(data, config, out_dir=study.models_dir / f"{data.name}_{name}")
+        seconds = cost.seconds
         logs.append(result.log.assign(model=name))
         summary[name] = {
             "checkpoint": str(result.checkpoint_path),
@@ -176,6 +186,7 @@ def train_models(
             "stopped_early": bool(result.stopped_early),
             "valid": result.best_valid,
             "seconds": round(seconds, 1),
+            "peak_rss_gb": round(cost.peak_rss_gb, 2),
             "config": config.to_dict(),
             "fit_events": result.fit_events,
         }
@@ -201,7 +212,8 @@ def training_table(training: dict[str, Any]) -> pd.DataFrame:
         }
         records.append(
             {"model": name, "best_epoch": info["best_epoch"], "epochs_run": info.get("epochs_run"), **valid,
-             "seconds": info["seconds"], "checkpoint": Path(info["checkpoint"]).name}
+             "seconds": info["seconds"], "peak_rss_gb": info.get("peak_rss_gb"),
+             "checkpoint": Path(info["checkpoint"]).name}
         )  # fmt: skip
     return pd.DataFrame(records).set_index("model")
 

@@ -1,0 +1,305 @@
+"""What a report profile costs: measured wall time and peak memory, and the up-front check of the machine.
+
+Two halves:
+
+- **Measured.** :func:`measure` times a block and reads its peak resident memory (Linux resets the
+  high-water mark through ``/proc/self/clear_refs``, so each model trained in one notebook gets its own
+  peak); :func:`run_measured` runs a command (``make report`` wraps every papermill run with it) and
+  writes its wall time and the peak memory of the largest process it waited for (the notebook kernel)
+  to a JSON file that the report's summary turns into a table.
+- **Estimated before starting.** :func:`profile_requirements` estimates each notebook's peak memory and the
+  disk the profile's data need, from the sizes of the data it will use (the real archive's, or the
+  simulator's at the profile's scale) and the largest tensors its models build; :func:`check_resources`
+  refuses, in one line with the numbers, a profile that cannot finish on this machine, instead of letting
+  the kernel be killed an hour in. The coefficients come from measured runs (README, "The study at
+  KuaiRec's real size", lists the estimates beside the measured peaks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sasrec import paths
+from sasrec.errors import SasrecError
+
+GB = 1024**3
+
+#: Sizes of KuaiRec 2.0 at scale 1 (KUAIREC.md): users, videos and rows of each matrix.
+REAL_SIZES = {
+    "small_matrix": {"users": 1411, "items": 3327, "rows": 4_676_570},
+    "big_matrix": {"users": 7176, "items": 10_728, "rows": 12_530_806},
+}
+#: Python, torch, pandas and pyarrow loaded, before any data (measured: 0.79 GB for an already prepared
+#: dataset's load at scale 1, of which the data are a small part).
+BASE_GB = 0.8
+#: Bytes per interaction row of each step's peak (measured at scale 1 on this study's 2-core machines:
+#: simulate 2.54 GB for 17.4M rows, prepare 3.3 GB for 12.7M rows; bench.md "Data at scale 1").
+BYTES_PER_ROW = {"simulate": 150, "eda": 170, "prepare": 260, "prepared": 60}
+#: Bytes on disk per interaction row: simulated CSVs, the parquet cache and prepared datasets together.
+DISK_BYTES_PER_ROW = 110
+
+
+class ResourceError(SasrecError):
+    """The machine cannot run a step: too little memory or disk (the message gives the numbers)."""
+
+
+# ------------------------------------------------------------------------------------------ measured
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (its high-water mark), in bytes."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage if sys.platform == "darwin" else usage * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's high-water mark to its current memory (Linux); whether it could."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Measurement:
+    """Wall time and peak resident memory of a block (filled when the block ends)."""
+
+    seconds: float = 0.0
+    peak_rss_gb: float = 0.0
+    #: False where the high-water mark could not be reset: the peak is then the process's since it started.
+    peak_of_block: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "peak_rss_gb": round(self.peak_rss_gb, 2),
+                "peak_of_block": self.peak_of_block, **self.extra}  # fmt: skip
+
+
+@contextlib.contextmanager
+def measure() -> Iterator[Measurement]:
+    """Time the block and read its own peak resident memory."""
+    result = Measurement(peak_of_block=reset_peak_rss())
+    started = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - started
+        result.peak_rss_gb = peak_rss_bytes() / GB
+
+
+def run_measured(command: Sequence[str], out: str | Path, *, name: str | None = None) -> int:
+    """Run ``command``; write its wall time, exit status and the largest waited-for process's peak memory.
+
+    The peak is ``getrusage(RUSAGE_CHILDREN).ru_maxrss``: the largest resident set of any descendant that
+    was waited for, which for papermill is the notebook's kernel. Returns the command's exit status; the
+    JSON is written (atomically) only when the command succeeded, so a failed run leaves no record that
+    looks complete.
+    """
+    started = time.perf_counter()
+    completed = subprocess.run(list(command), check=False)
+    seconds = time.perf_counter() - started
+    if completed.returncode == 0:
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_bytes = peak if sys.platform == "darwin" else peak * 1024
+        record = {
+            "name": name or Path(out).stem,
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(peak_bytes / GB, 2),
+            "cpus": os.cpu_count(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        paths.atomic_write_text(out, json.dumps(record, indent=1) + "\n", what="resource record")
+    return completed.returncode if completed.returncode >= 0 else 128 - completed.returncode
+
+
+def read_measured(folder: str | Path) -> list[dict[str, Any]]:
+    """The records :func:`run_measured` wrote into ``folder``, sorted by name (empty when none)."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+    return records
+
+
+# ----------------------------------------------------------------------------------------- estimated
+def available_memory_bytes() -> int:
+    """Memory available to new work (``MemAvailable``; the cgroup limit where it is lower)."""
+    available = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            text = Path(limit_file).read_text().strip()
+            if text != "max" and int(text) < available:
+                available = int(text)
+    return available
+
+
+def data_sizes(scale: float | None) -> dict[str, dict[str, int]]:
+    """Users, videos and rows of each matrix: the real sizes, or the simulator's at ``scale``.
+
+    The simulator scales users and videos by ``scale``; rows by its square (each user sees ``scale`` times
+    as many videos).
+    """
+    if scale is None:
+        return {name: dict(sizes) for name, sizes in REAL_SIZES.items()}
+    return {
+        name: {"users": max(1, round(s["users"] * scale)), "items": max(1, round(s["items"] * scale)),
+               "rows": max(1, round(s["rows"] * scale * scale))}
+        for name, s in REAL_SIZES.items()
+    }  # fmt: skip
+
+
+def _model_peak_bytes(models: dict[str, dict[str, Any]], training: dict[str, Any], items: int) -> float:
+    """The largest training tensor of ``models`` on a catalogue of ``items``: the full-softmax logits.
+
+    Full softmax (``ce``) holds (batch, maxlen, items) logits, their softmax and their gradient; gBCE holds
+    (batch, maxlen, negatives + 1) per chunk; BCE two scores per position.
+    """
+    peak = 0.0
+    for spec in models.values():
+        values = {**training, **(spec or {})}
+        positions = int(values.get("batch_size", 128)) * int(values.get("maxlen", 200))
+        width = items if values.get("loss") == "ce" else int(values.get("num_negatives", 1)) + 1
+        hidden = int(values.get("hidden_units", 50))
+        peak = max(peak, positions * width * 4 * 3 + positions * hidden * 4 * 40)
+    return peak
+
+
+def _ease_bytes(items: int) -> float:
+    """EASE (Steck, WWW 2019) inverts an (items, items) float64 Gram matrix: three such matrices at once."""
+    return 3 * 8 * items * items
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """The estimated peak memory of one notebook, and what dominates it."""
+
+    notebook: str
+    memory_gb: float
+    reason: str
+
+
+def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, dict[str, int]],
+                           simulate: bool) -> list[Requirement]:  # fmt: skip
+    small, big = sizes["small_matrix"], sizes["big_matrix"]
+    rows = small["rows"] + big["rows"]
+    needs: list[Requirement] = []
+
+    def add(notebook: str, parts: dict[str, float]) -> None:
+        name, size = max(parts.items(), key=lambda kv: kv[1])
+        needs.append(Requirement(notebook, round((BASE_GB * GB + sum(parts.values())) / GB, 2), name))
+
+    if simulate and BYTES_PER_ROW["simulate"] > BYTES_PER_ROW["eda"]:
+        add("01_eda", {"simulating both matrices": BYTES_PER_ROW["simulate"] * rows})
+    else:
+        add("01_eda", {"reading both matrices": BYTES_PER_ROW["eda"] * rows})
+    add("02_prepare_data", {"preparing big_matrix": BYTES_PER_ROW["prepare"] * big["rows"]})
+    for notebook, data, models_key in (("03_train", small, "models"), ("06_experiments", small, "variants")):
+        nb = params.get(notebook, {})
+        add(notebook, {"prepared small_matrix": BYTES_PER_ROW["prepared"] * data["rows"],
+                       "training logits": _model_peak_bytes(nb.get(models_key) or {}, nb.get("training") or {},
+                                                            data["items"])})  # fmt: skip
+    add("04_evaluate", {"prepared small_matrix": BYTES_PER_ROW["prepared"] * small["rows"],
+                        "EASE Gram matrices": _ease_bytes(small["items"])})  # fmt: skip
+    nb = params.get("05_cross_dataset", {})
+    add("05_cross_dataset", {
+        "prepared matrices": BYTES_PER_ROW["prepared"] * rows,
+        "EASE Gram matrices": _ease_bytes(big["items"]) if "ease" in (nb.get("baselines") or {}) else 0.0,
+        "training logits": _model_peak_bytes(nb.get("models") or {}, nb.get("training") or {}, big["items"]),
+    })  # fmt: skip
+    return needs
+
+
+def profile_requirements(profile: str) -> dict[str, Any]:
+    """Estimated peak memory per notebook and the disk the data need, for ``params/<profile>``.
+
+    The data are the real archive's when the profile reads data/raw (or names a folder holding the official
+    matrices), else the simulator's at the profile's scale.
+    """
+    from sasrec.config import load_yaml_mapping
+    from sasrec.data import kuairec
+
+    folder = paths.project_root() / "params" / profile
+    params = {p.stem: load_yaml_mapping(p) for p in sorted(folder.glob("*.yaml"))}
+    first = params.get("01_eda") or next(iter(params.values()), {})
+    profile_paths, simulator = first.get("paths") or {}, first.get("simulator") or {}
+    data_dir = profile_paths.get("data_dir") or ""
+    candidates = [paths.resolve(data_dir)] if data_dir else [paths.raw_dir()]
+    real = any(kuairec.has_official_matrices(c) and not (c / "simulation.json").exists() for c in candidates)
+    if real:
+        sizes, source = data_sizes(None), "the real KuaiRec 2.0 archive"
+        simulate = False
+    else:
+        scale = float(simulator.get("scale", 0.2))
+        sizes, source = data_sizes(scale), f"the simulator at scale {scale:g}"
+        target = (
+            paths.resolve(data_dir) if data_dir
+            else paths.resolve(profile_paths.get("simulated_dir") or paths.simulated_dir())
+        )  # fmt: skip
+        simulate = not kuairec.has_official_matrices(target)
+    rows = sum(s["rows"] for s in sizes.values())
+    return {
+        "profile": profile,
+        "source": source,
+        "sizes": sizes,
+        "notebooks": _notebook_requirements(params, sizes, simulate),
+        "disk_gb": round(DISK_BYTES_PER_ROW * rows / GB, 2),
+    }
+
+
+def check_resources(
+    profile: str, *, available_gb: float | None = None, free_disk_gb: float | None = None
+) -> list[str]:
+    """Refuse a profile that cannot finish here; return one line per notebook with its estimate otherwise.
+
+    Raises:
+        ResourceError: a notebook's estimated peak exceeds 90% of the available memory, or the data need
+            more disk than is free; the message names the notebook, what dominates it and both numbers.
+    """
+    need = profile_requirements(profile)
+    if available_gb is None:
+        available_gb = available_memory_bytes() / GB
+    if free_disk_gb is None:
+        target = paths.project_root() / "data"
+        while not target.exists():
+            target = target.parent
+        free_disk_gb = shutil.disk_usage(target).free / GB
+    budget = 0.9 * available_gb
+    too_big = [r for r in need["notebooks"] if r.memory_gb > budget]
+    if too_big:
+        worst = max(too_big, key=lambda r: r.memory_gb)
+        raise ResourceError(
+            f"profile {profile} on {need['source']}: {worst.notebook} needs about {worst.memory_gb:.1f} GB "
+            f"(mostly {worst.reason}) but {available_gb:.1f} GB of memory is available (90%: {budget:.1f} GB)"
+            f"; {len(too_big)} notebook(s) too big. Use a machine with more memory, or lower the sizes in "
+            f"params/{profile}/ (batch_size, maxlen, the models' hidden sizes; the simulator's scale); "
+            "CHECK_RESOURCES=false skips this check"
+        )
+    if need["disk_gb"] > free_disk_gb:
+        raise ResourceError(
+            f"profile {profile} on {need['source']}: its data need about {need['disk_gb']:.1f} GB of disk but "
+            f"{free_disk_gb:.1f} GB is free under data/; free some space (make clean removes caches)"
+        )
+    return [
+        f"{r.notebook}: about {r.memory_gb:.1f} GB (mostly {r.reason}) of {available_gb:.1f} GB available"
+        for r in need["notebooks"]
+    ]
