@@ -97,9 +97,23 @@ test-notebooks: setup ## Only the nbval notebook tests on smoke parameters (pyte
 	$(PY) -m pytest -q -m notebooks tests
 
 NPROC ?= 2
+DDP_PROFILE ?=
+DDP_NOTEBOOK ?= 05_cross_dataset
+DDP_MODEL ?= sasrec_bce
+ifeq ($(DDP_PROFILE),)
 DDP_ARGS ?= --dataset=small_matrix --train_dir=ddp --device=cpu --num_epochs=5
-train-ddp: setup ## Data-parallel training with torchrun (NPROC processes; DDP_ARGS are train's flags)
+else
+DDP_CONFIG := models/ddp/$(DDP_PROFILE).$(DDP_NOTEBOOK).$(DDP_MODEL).yaml
+DDP_ARGS ?= --train_dir=ddp_$(DDP_PROFILE)_$(DDP_MODEL)
+endif
+train-ddp: setup ## Data-parallel training with torchrun (NPROC processes; DDP_ARGS are train's flags; DDP_PROFILE=real trains a profile's model)
+ifneq ($(DDP_PROFILE),)
+	$(PY) -m sasrec report train-config --profile $(DDP_PROFILE) --notebook $(DDP_NOTEBOOK) --model $(DDP_MODEL) \
+		--out $(DDP_CONFIG)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m sasrec train --config=$(DDP_CONFIG) $(DDP_ARGS)
+else
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m sasrec train $(DDP_ARGS)
+endif
 
 SASREC_TXT ?= data/sasrec/ml-1m.txt
 paper: setup ## SASRec paper's protocol on a SASRec-format file (SASREC_TXT=path/ml-1m.txt): leave-one-out, 100 sampled negatives

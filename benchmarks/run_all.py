@@ -134,7 +134,47 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [""] + _table(("evaluation", "users", "seconds", "users/s"),
                                [(name, fig["users"], fig["seconds"], f"{fig['users_per_s']:,}")
                                 for name, fig in gpu["evaluation"].items()])  # fmt: skip
+    if ddp := _figures(results, "ddp_epoch"):
+        lines += ["", f"## torchrun on the CPU: one epoch of `{ddp['model']}` of params/{ddp['profile']}/{ddp['notebook']}.yaml",
+                  "", f"{ddp['dataset']}, maxlen {ddp['maxlen']}, batch {ddp['batch_size']} per process; the epoch's own "
+                  "seconds (median after the first epoch) and the whole command (start-up, preparation, validation).", ""]  # fmt: skip
+        rows = [(run["processes"], run["epoch_seconds_median"], ", ".join(map(str, run["epoch_seconds"])),
+                 run["command_wall_s"]) for run in ddp["runs"].values()]  # fmt: skip
+        lines += _table(("processes", "s per epoch", "epochs (s)", "command wall s"), rows)
+        if ddp.get("speedup_2_over_1"):
+            lines += ["", f"2 processes against 1: {ddp['speedup_2_over_1']}x per epoch."]
+    lines += real_profile_tables(ROOT / "reports" / "real")
     return "\n".join(lines) + "\n"
+
+
+def real_profile_tables(folder: Path) -> list[str]:
+    """Wall time and peak memory per notebook and per model of ``make report PROFILE=real`` (when it ran)."""
+    records = [json.loads(p.read_text()) for p in sorted((folder / "resources").glob("*.json"))]
+    if not records:
+        return []
+    lines = ["", "## The real-size profile (`make report PROFILE=real`)", "",
+             "Measured by `make report` itself (`reports/real/resources/`, `reports/real/metrics/training*.json`).", ""]  # fmt: skip
+    rows = [(r["name"], round(r["seconds"] / 60, 1), r["peak_rss_gb"]) for r in records]
+    rows.append(
+        ("all", round(sum(r["seconds"] for r in records) / 60, 1), max(r["peak_rss_gb"] for r in records))
+    )
+    lines += _table(("notebook", "minutes", "peak RSS GB"), rows)
+    for name, title in (
+        ("training", "03_train, small matrix"),
+        ("training_big", "05_cross_dataset, big matrix"),
+    ):
+        path = folder / "metrics" / f"{name}.json"
+        if not path.is_file():
+            continue
+        models = json.loads(path.read_text())["models"]
+        rows = [
+            (model, info.get("epochs_run"), info["seconds"], info.get("peak_rss_gb", ""))
+            for model, info in models.items()
+        ]
+        lines += ["", f"Per model ({title}):", ""] + _table(
+            ("model", "epochs", "seconds", "peak RSS GB"), rows
+        )
+    return lines
 
 
 def run(names: list[str]) -> int:

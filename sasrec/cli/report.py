@@ -20,6 +20,7 @@ import subprocess
 
 from sasrec import paths
 from sasrec.errors import ConfigError
+from sasrec.paths import user_path
 from sasrec.study.profiles import check_profile, profile_dirs, profile_lock, shown, verify_profile
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,36 @@ def _resources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> int:
+    """Write the ``train --config`` file of one model of a profile's notebook (for torchrun)."""
+    import yaml
+
+    from sasrec.study.profiles import profile_train_config
+
+    config = profile_train_config(args.profile, args.notebook, args.model)
+    out = paths.atomic_write_text(
+        user_path(args.out), yaml.safe_dump(config, sort_keys=False), what="train config file"
+    )
+    print(
+        f"wrote {out}: train --config {out} trains {args.model} of params/{args.profile}/{args.notebook}.yaml"
+    )
+    return 0
+
+
 def _add_resource_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``report measure`` and ``report resources``."""
+    """Register ``report measure``, ``report resources`` and ``report train-config``."""
+    train_config = sub.add_parser(
+        "train-config", help="write the train --config file of one model of a profile (e.g. for torchrun)"
+    )
+    train_config.add_argument("--profile", default="full", help="params/<profile>/ (default full)")
+    train_config.add_argument(
+        "--notebook", default="05_cross_dataset", help="03_train or 05_cross_dataset (default 05)"
+    )
+    train_config.add_argument(
+        "--model", default="sasrec_bce", help="a model of the notebook's models mapping"
+    )
+    train_config.add_argument("--out", required=True, help="YAML file to write")
+    train_config.set_defaults(func=_train_config)
     measure = sub.add_parser(
         "measure", help="run a command (after --) and write its wall time and peak memory to --out"
     )

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sasrec import paths
 from sasrec.errors import ConfigError, IntegrityError, MissingDataError
@@ -132,3 +133,45 @@ def verify_profile(profile: str, *, dry_run: bool = False) -> list[str]:
             page.unlink(missing_ok=True)
         lines.append(f"{'would remove' if dry_run else 'removed'} {removed}: {problem}")
     return lines
+
+
+# -------------------------------------------------------------------------------- one model of a profile
+#: The notebooks that train models, and the params key naming the dataset each trains on.
+TRAINING_NOTEBOOKS = {"03_train": "dataset", "05_cross_dataset": "train_dataset"}
+
+
+def profile_train_config(
+    profile: str, notebook: str, model: str, *, with_data_dir: bool = True
+) -> dict[str, Any]:
+    """The ``train --config`` mapping that trains ``model`` of ``params/<profile>/<notebook>.yaml`` alone.
+
+    The notebook's shared ``training`` mapping, then the model's own mapping on top (as the notebook's
+    :func:`~sasrec.study.steps.model_configs` does), the dataset it trains on, and the profile's data folder
+    (the simulator writes it first when it is missing; ``with_data_dir=False`` leaves it out), so that ``torchrun ... -m sasrec train --config FILE``
+    runs the report's model with the report's settings on one or several processes.
+
+    Raises:
+        ConfigError: an unknown profile, notebook or model (the known ones named).
+    """
+    from sasrec.config import load_yaml_mapping
+    from sasrec.study.context import Study
+
+    check_profile(profile)
+    if notebook not in TRAINING_NOTEBOOKS:
+        raise ConfigError(f"--notebook {notebook}: expected one of {', '.join(TRAINING_NOTEBOOKS)}")
+    params = load_yaml_mapping(paths.project_root() / "params" / profile / f"{notebook}.yaml")
+    models = params.get("models") or {}
+    if model not in models:
+        raise ConfigError(
+            f"--model {model}: params/{profile}/{notebook}.yaml has no such model; expected one of "
+            f"{', '.join(models)}"
+        )
+    config = {
+        **(params.get("training") or {}),
+        **(models[model] or {}),
+        "dataset": params[TRAINING_NOTEBOOKS[notebook]],
+    }
+    if with_data_dir:
+        study = Study.from_params(params.get("paths"), params.get("simulator"), params.get("preparation"))
+        config["data_dir"] = str(study.data_path)
+    return config
