@@ -11,13 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from sasrec.data.contracts import PreparedData
 from sasrec.errors import ConfigError
 from sasrec.evaluation.config import EvalConfig
-from sasrec.study.comparisons import fit_baselines, policy_mask, shared_relevance, trained_scorers
+from sasrec.study.comparisons import (
+    fit_baselines,
+    p_value_text,
+    paired_summaries,
+    paired_summary,
+    policy_mask,
+    setup_table,
+    shared_relevance,
+    trained_scorers,
+)
 from sasrec.training.checkpoints import events_digest, load_checkpoint
 from sasrec.training.config import TrainConfig
 from sasrec.training.loop import train
@@ -118,3 +128,84 @@ def test_amp_and_compile_flags_do_not_change_cpu_training(tmp_path: Path) -> Non
     assert plain.log["loss"].tolist() == with_amp.log["loss"].tolist()
     for key, value in plain.model.state_dict().items():
         assert torch.equal(value, with_amp.model.state_dict()[key])
+
+
+# ------------------------------------------------------------------------------- compact paired tables
+def _paired_rows() -> pd.DataFrame:
+    """A hand-built ``paired`` table (K = 5): four models against markov (the best baseline) and pop, plus rows
+    the compact table must leave out (another metric, another task)."""
+    columns = ["model", "reference", "metric", "users", "mean_model", "difference", "low", "high", "p_value"]
+    rows = [
+        ("sasrec", "markov", "ndcg@5", 40, 0.30, 0.07552, 0.04, 0.11, 0.002),
+        ("pop", "markov", "ndcg@5", 40, 0.2045, -0.02, -0.045, 0.005, 0.1234),
+        ("random", "markov", "ndcg@5", 40, 0.1533, -0.07119, -0.09, -0.05, 0.00004),
+        ("sasrec", "pop", "ndcg@5", 40, 0.30, 0.09551, 0.06218, 0.12853, 1 / 10001),
+        ("markov", "pop", "ndcg@5", 40, 0.2245, 0.02, -0.005, 0.045, 0.1234),
+        ("random", "pop", "ndcg@5", 38, 0.1533, -0.05119, -0.07, -0.03, 0.0003),
+        ("sasrec", "pop", "recall@5", 40, 0.50, 0.9, 0.8, 1.0, 0.5),
+        ("pop", "sasrec", "ndcg@5", 40, 0.90, 0.3, 0.2, 0.4, 0.5),
+    ]
+    tasks = ["test"] * 7 + ["valid"]
+    return pd.DataFrame(rows, columns=columns).assign(task=tasks, p_holm=1.0, exact=False)
+
+
+def test_paired_summary_is_one_row_per_model_and_one_column_per_reference() -> None:
+    table = paired_summary(_paired_rows(), "test")
+    assert list(table.columns) == ["vs markov", "vs pop"]  # references in the order they were chosen
+    assert list(table.index) == ["sasrec", "markov", "pop", "random"]  # best mean ndcg@5 first
+    assert table.index.name == "model (ndcg@5, 40 users)"  # K read from the data, not written in
+    expected = {
+        "sasrec": ["+0.0755 [+0.0400, +0.1100], p = 0.002", "+0.0955 [+0.0622, +0.1285], p = 0.0001"],
+        "markov": ["", "+0.0200 [-0.0050, +0.0450], p = 0.12"],
+        "pop": ["-0.0200 [-0.0450, +0.0050], p = 0.12", ""],
+        "random": ["-0.0712 [-0.0900, -0.0500], p < 0.0001", "-0.0512 [-0.0700, -0.0300], p = 0.0003"],
+    }
+    assert table.to_dict(orient="index") == {
+        model: dict(zip(["vs markov", "vs pop"], cells, strict=True)) for model, cells in expected.items()
+    }
+    assert paired_summary(_paired_rows(), "test", "recall@5").to_dict(orient="index") == {
+        "sasrec": {"vs pop": "+0.9000 [+0.8000, +1.0000], p = 0.5"}
+    }
+    best_reference = _paired_rows()
+    best_reference.loc[best_reference["model"] == "markov", "mean_model"] = (
+        0.5  # a reference is the best model
+    )
+    table = paired_summary(best_reference, "test")
+    assert list(table.columns) == ["vs markov", "vs pop"] and list(table.index)[:2] == ["markov", "sasrec"]
+    assert list(paired_summaries(_paired_rows())) == ["test", "valid"]
+    assert paired_summary(_paired_rows(), "small_matrix").empty and paired_summaries(pd.DataFrame()) == {}
+
+
+def test_paired_summary_reuses_the_reports_paired_table() -> None:
+    from sasrec.study.report import paired_markdown
+
+    lines = paired_markdown(_paired_rows(), "test", "ndcg@5").splitlines()
+    assert lines[0] == "| model (ndcg@5, 40 users) | vs markov | vs pop |"
+    assert (
+        lines[2]
+        == "| sasrec | +0.0755 [+0.0400, +0.1100] (p=0.002) | +0.0955 [+0.0622, +0.1285] (p=0.0001) |"
+    )
+    assert len(lines) == 2 + 4
+
+
+def test_p_value_text_never_uses_scientific_notation() -> None:
+    assert [p_value_text(p) for p in (1.0, 0.5, 0.03125, 1 / 10001, 4e-5, float("nan"))] == [
+        "1", "0.5", "0.031", "0.0001", "< 0.0001", "n/a",
+    ]  # fmt: skip
+
+
+def test_setup_table_has_one_row_per_setting() -> None:
+    setup = {"dataset": "small_matrix", "split": "temporal", "fit_on": "train", "k": 10,
+             "relevance_threshold": None, "protocols": ["full", "sampled"],
+             "references": {"test": ["ease", "pop", "sasrec_bce"]}}  # fmt: skip
+    table = setup_table(setup)
+    assert list(table.columns) == ["setting", "value"]
+    assert table.values.tolist() == [
+        ["dataset", "small_matrix"],
+        ["split", "temporal"],
+        ["fit_on", "train"],
+        ["k", "10"],
+        ["relevance_threshold", "-"],
+        ["protocols", "full, sampled"],
+        ["references", "test: ease, pop, sasrec_bce"],
+    ]

@@ -158,6 +158,24 @@ def _by_activity_means(frames: dict[str, pd.DataFrame], out: Path) -> Figure:
     return plots.plot_by_activity(means, out=out)
 
 
+def paired_table() -> pd.DataFrame:
+    """Paired ndcg@5 differences of three models against markov and pop (each reference is also a model)."""
+    columns = ["model", "reference", "metric", "users", "mean_model", "difference", "low", "high", "p_value"]
+    rows = [
+        ("sasrec", "markov", "ndcg@5", 40, 0.30, 0.0755, 0.04, 0.11, 0.002),
+        ("pop", "markov", "ndcg@5", 40, 0.2045, -0.02, -0.045, 0.005, 0.12),
+        ("sasrec", "pop", "ndcg@5", 40, 0.30, 0.0955, 0.0622, 0.1285, 0.0001),
+        ("markov", "pop", "ndcg@5", 40, 0.2245, 0.02, -0.005, 0.045, 0.12),
+        ("sasrec", "pop", "recall@5", 40, 0.5, 0.9, 0.8, 1.0, 0.5),
+    ]
+    return pd.DataFrame(rows, columns=columns).assign(task="test")
+
+
+@case("paired_differences")
+def _paired_differences(frames: dict[str, pd.DataFrame], out: Path) -> Figure:
+    return plots.plot_paired_differences(paired_table(), "test", out=out)
+
+
 @case("sampled_vs_full")
 def _sampled_vs_full(frames: dict[str, pd.DataFrame], out: Path) -> Figure:
     table = pd.DataFrame(
@@ -296,3 +314,19 @@ def test_grid_effects_has_one_panel_per_hyperparameter() -> None:
 def test_missing_columns_raise_data_validation_error() -> None:
     with pytest.raises(DataValidationError, match="valid_ndcg@10"):
         plots.plot_training_curves(pd.DataFrame({"model": ["a"], "epoch": [1], "loss": [1.0]}))
+
+
+def test_paired_differences_draw_one_marker_per_model_and_reference(tmp_path: Path) -> None:
+    out = tmp_path / "paired.png"
+    fig = plots.plot_paired_differences(paired_table(), "test", out=out)
+    assert_saved(fig, out)
+    assert [ax.get_title() for ax in fig.axes] == ["vs markov", "vs pop"]  # one panel per reference
+    markers = {ax.get_title(): [c.lines[0].get_xdata()[0] for c in ax.containers] for ax in fig.axes}
+    assert markers == {"vs markov": [0.0755, -0.02], "vs pop": [0.0955, 0.02]}  # ndcg@5 rows only
+    for ax in fig.axes:
+        assert any(list(line.get_xdata()) == [0.0, 0.0] for line in ax.get_lines())  # the line at 0
+        assert ax.get_xlabel() == "ndcg@5 difference (95% CI)"
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == ["pop", "markov", "sasrec"]  # bottom to top: the best model at the top
+    with pytest.raises(DataValidationError, match="valid"):
+        plots.plot_paired_differences(paired_table(), "valid")

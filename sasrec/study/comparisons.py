@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from scipy.stats import kendalltau
 
 from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_cross_task, build_eval_task, resolve_relevance
-from sasrec.errors import ConfigError
+from sasrec.errors import ConfigError, DataValidationError
 from sasrec.evaluation.config import EvalConfig
 from sasrec.evaluation.metrics import headline_metrics
 from sasrec.training.loop import policy_mask
@@ -44,12 +44,13 @@ def fit_baselines(
     seed: int = 0,
     stages: Sequence[str] = ("valid", "test"),
 ) -> dict[str, dict[str, Any]]:
-    """``{name: {stage: fitted baseline}}`` under the policy; each carries ``fit_events`` (count and digest)
-    and ``fit_seconds``.
+    """``{name: {stage: fitted baseline}}`` under the policy; each carries ``fit_events`` (count and digest,
+    and its ``target`` when a baseline's ``target`` parameter is not views) and ``fit_seconds``.
 
     Under ``train`` one fit serves both stages; under ``train_valid`` the test stage's model is refit.
     """
     from sasrec.models.baselines import make_baseline
+    from sasrec.models.targets import describe_target
     from sasrec.training.checkpoints import events_digest
 
     fitted: dict[str, dict[str, Any]] = {}
@@ -61,7 +62,9 @@ def fit_baselines(
             if digest["sha256"] not in by_mask:
                 started = time.perf_counter()
                 model = make_baseline(name, seed=seed, split=split, **(params or {})).fit(data, mask)
-                model.fit_events, model.fit_seconds = digest, time.perf_counter() - started
+                model.fit_seconds = time.perf_counter() - started
+                # the training target beside the digest (nothing added under views)
+                model.fit_events = {**digest, **describe_target(data, mask, model.target)}
                 by_mask[digest["sha256"]] = model
             fitted[name][stage] = by_mask[digest["sha256"]]
     return fitted
@@ -334,8 +337,7 @@ def metric_table(
     ``metrics`` default: the headline metrics at the table's K (read from its ``ndcg@K`` rows).
     """
     if metrics is None:
-        k = next(int(m.split("@")[1]) for m in table["metric"].unique() if str(m).startswith("ndcg@"))
-        metrics = headline_metrics(k)
+        metrics = headline_metrics(int(headline_metric(table).split("@")[1]))
     sub = table[(table["task"] == task) & (table["protocol"] == protocol) & table["metric"].isin(metrics)]
     wide = {
         column: sub.pivot(index="model", columns="metric", values=column).reindex(columns=list(metrics))
@@ -354,6 +356,115 @@ def metric_table(
         columns=list(metrics),
     )
     return text.loc[order].rename_axis("model").reset_index()
+
+
+def headline_metric(frame: pd.DataFrame) -> str:
+    """The headline metric ``ndcg@K`` of a results or paired table, K read from its ``metric`` column.
+
+    Raises:
+        DataValidationError: the table has no ``ndcg@K`` rows.
+    """
+    found = (
+        [str(m) for m in dict.fromkeys(frame["metric"]) if str(m).startswith("ndcg@")] if len(frame) else []
+    )
+    if not found:
+        raise DataValidationError("the table has no ndcg@K rows: cannot tell its headline metric")
+    return found[0]
+
+
+def paired_rows(paired: pd.DataFrame, task: str, metric: str | None = None) -> pd.DataFrame:
+    """The paired differences of one task and metric (default: the headline ``ndcg@K``, K read from the data),
+    grouped by reference in the order the references were chosen, models best first within each (the order
+    of every paired table and figure: see :func:`paired_order`)."""
+    if paired.empty:
+        return paired
+    metric = metric or headline_metric(paired)
+    sub = paired[(paired["task"] == task) & (paired["metric"] == metric)]
+    models, references = paired_order(sub)
+    keys = {"reference": {name: i for i, name in enumerate(references)},
+            "model": {name: i for i, name in enumerate(models)}}  # fmt: skip
+    return sub.sort_values(["reference", "model"], key=lambda column: column.map(keys[column.name]),
+                           kind="stable").reset_index(drop=True)  # fmt: skip
+
+
+def paired_order(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(models by their mean, best first; references in the order they appear) of paired rows of one task
+    and metric."""
+    means = rows.groupby("model", sort=False)["mean_model"].first()
+    models = means.sort_values(ascending=False, kind="stable").index
+    return [str(m) for m in models], [str(r) for r in dict.fromkeys(rows["reference"])]
+
+
+def p_value_text(p_value: float) -> str:
+    """A p-value with two significant digits, never in scientific notation (``0.0001``, ``0.031``, ``1``)."""
+    if pd.isna(p_value):
+        return "n/a"
+    text = f"{p_value:.2g}"
+    return "< 0.0001" if "e" in text else text
+
+
+def paired_cell(row: Any) -> str:
+    """``difference [low, high], p = x`` of one paired row (``+0.0955 [+0.0622, +0.1285], p = 0.0001``)."""
+    if pd.isna(row.difference):
+        return "n/a (no shared users)"
+    p_value = p_value_text(row.p_value)
+    p_text = f"p {p_value}" if p_value.startswith("<") else f"p = {p_value}"
+    return f"{row.difference:+.4f} [{row.low:+.4f}, {row.high:+.4f}], {p_text}"
+
+
+def paired_summary(
+    paired: pd.DataFrame,
+    task: str,
+    metric: str | None = None,
+    *,
+    cell: Callable[[Any], str] = paired_cell,
+) -> pd.DataFrame:
+    """The compact paired table of ``task``: one row per model (best mean first), one column ``vs REFERENCE``
+    per reference (in the order the references were chosen), each cell ``cell(row)`` of the paired row
+    (default ``difference [low, high], p = x``), empty where a model is its own reference.
+
+    ``metric`` default: the headline ``ndcg@K`` (K read from the data). The index is named
+    ``model (METRIC, N users)``; an empty frame when ``task`` has no rows. The long table (every metric,
+    Holm-adjusted p-values) stays in ``Comparison.paired`` and the metrics JSON.
+    """
+    sub = paired_rows(paired, task, metric)
+    if sub.empty:
+        return pd.DataFrame()
+    metric = str(sub["metric"].iloc[0])
+    models, references = paired_order(sub)
+    cells = sub.assign(cell=[cell(row) for row in sub.itertuples()])
+    wide = cells.pivot(index="model", columns="reference", values="cell").reindex(
+        index=models, columns=references
+    )
+    wide = wide.fillna("").rename(columns=lambda ref: f"vs {ref}").rename_axis(None, axis=1)
+    return wide.rename_axis(f"model ({metric}, {int(sub['users'].max())} users)")
+
+
+def paired_summaries(paired: pd.DataFrame, metric: str | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`paired_summary` of every task of ``paired`` (``test``; ``big_holdout``, ``small_matrix``)."""
+    if paired.empty:
+        return {}
+    return {str(task): paired_summary(paired, task, metric) for task in dict.fromkeys(paired["task"])}
+
+
+def setup_value(value: Any) -> str:
+    """One setting as text: lists joined by commas, mappings as ``key: value`` pairs, None as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {setup_value(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(setup_value(item) for item in value)
+    return str(value)
+
+
+def setup_table(setup: dict[str, Any]) -> pd.DataFrame:
+    """A comparison's set-up (dataset, split, fitting policy, K, relevance, protocols...) as a two-column
+    table: setting, value (text), one row per setting in the set-up's order."""
+    return pd.DataFrame(
+        {"setting": list(setup), "value": [setup_value(value) for value in setup.values()]},
+        columns=["setting", "value"],
+    )
 
 
 def protocol_overview(table: pd.DataFrame, per_user: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:

@@ -497,6 +497,64 @@ def plot_metric_comparison(
     return _finish(fig, out)
 
 
+def plot_paired_differences(
+    paired: pd.DataFrame, task: str, out: str | Path | None = None, metric: str | None = None
+) -> Figure:
+    """Forest plot of the paired differences (model minus reference) of ``metric`` on ``task``: one panel per
+    reference, a dot and its 95% bootstrap interval per model, a vertical line at 0 (no difference).
+
+    ``paired`` is :func:`sasrec.study.comparisons.paired_comparisons`' output (``Comparison.paired``);
+    the rows, their order (best model first) and ``metric`` (default: the headline ``ndcg@K``, K read from
+    the data) are those of :func:`sasrec.study.comparisons.paired_summary`, the table beside it. A filled dot
+    is a difference whose interval excludes 0, a hollow one an indistinguishable one.
+    """
+    from sasrec.study.comparisons import paired_order, paired_rows
+
+    eda.require_columns(
+        paired, ["model", "reference", "metric", "task", "users", "mean_model", "difference", "low", "high"],
+        "plot_paired_differences",
+    )  # fmt: skip
+    rows = paired_rows(paired, task, metric).dropna(subset=["difference"])
+    if rows.empty:
+        raise DataValidationError(
+            f"plot_paired_differences: no paired differences of {metric or 'the headline metric'} on task {task!r}"
+        )
+    metric = str(rows["metric"].iloc[0])
+    models, references = paired_order(rows)
+    position = {model: len(models) - 1 - i for i, model in enumerate(models)}  # best model at the top
+    colors = palette(references)
+    fig, axes = _new_figure(1, len(references), panel_size=(4.2, 0.32 * len(models) + 1.5), sharey=True)
+    low = float(np.nanmin(rows["low"].to_numpy(dtype=np.float64)))
+    high = float(np.nanmax(rows["high"].to_numpy(dtype=np.float64)))
+    margin = 0.08 * max(high - low, 1e-9)
+    for ax, reference in zip(axes.flat, references, strict=True):
+        ax.axvline(0.0, color="#444444", linewidth=1.0, zorder=1)
+        for row in rows[rows["reference"] == reference].itertuples():  # one marker per (model, reference)
+            distinct = row.low > 0 or row.high < 0
+            ax.errorbar(
+                [row.difference],
+                [position[row.model]],
+                xerr=[[max(row.difference - row.low, 0.0)], [max(row.high - row.difference, 0.0)]],
+                fmt="o",
+                color=colors[reference],
+                markerfacecolor=colors[reference] if distinct else "white",
+                capsize=3,
+                zorder=3,
+            )
+        ax.set_xlim(min(low, 0.0) - margin, max(high, 0.0) + margin)
+        ax.set_title(f"vs {reference}")
+        ax.set_xlabel(f"{metric} difference (95% CI)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    axes[0, 0].set_yticks(np.arange(len(models)), models[::-1])
+    axes[0, 0].set_ylim(-0.6, len(models) - 0.4)
+    axes[0, 0].set_ylabel("model")
+    fig.suptitle(
+        f"Paired {metric} differences on {task}, model minus reference ({int(rows['users'].max())} users)",
+        fontsize=11,
+    )
+    return _finish(fig, out)
+
+
 def plot_by_activity(
     per_user: pd.DataFrame, out: str | Path | None = None, metric: str = "ndcg@10"
 ) -> Figure:
@@ -721,6 +779,7 @@ __all__ = [
     "plot_grid_effects",
     "plot_interaction_distributions",
     "plot_metric_comparison",
+    "plot_paired_differences",
     "plot_sampled_vs_full",
     "plot_sequence_lengths",
     "plot_split_sizes",
