@@ -110,3 +110,16 @@ def test_summary_table_puts_measured_beside_estimated(profiles: Path) -> None:
     assert f"| 05_cross_dataset | 20 | 6.4 | {estimated['05_cross_dataset']:.4g}" in table
     assert lines[-1].startswith("| all | 21.5 | 6.4")
     assert resources_table("reports/none", "real") is None
+
+
+def test_make_report_is_refused_before_any_notebook_runs(
+    profiles: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "make-ran"
+    fake_make = f"{sys.executable} -c \"open('{marker}', 'w').write('ran')\""
+    monkeypatch.setattr(resources, "available_memory_bytes", lambda: 2 * resources.GB)
+    assert main(["report", "run", "--profile", "real", "--make", fake_make]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "2.0 GB of memory is available" in err and not marker.exists()
+    assert main(["report", "run", "--profile", "real", "--no-resource-check", "--make", fake_make]) == 0
+    assert marker.read_text() == "ran"

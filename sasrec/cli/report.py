@@ -72,14 +72,14 @@ def _run(args: argparse.Namespace) -> int:
     if make_args and make_args[0] == "--":
         make_args = make_args[1:]
     command = [*shlex.split(args.make), INNER_TARGET, f"PROFILE={args.profile}", *make_args]
-    if args.resource_check:
-        from sasrec.study.resources import check_resources
-
-        for line in check_resources(args.profile):
-            print(f"resources: {line}", flush=True)
     with profile_lock(args.profile, wait=not args.no_wait):
         for line in verify_profile(args.profile, dry_run=_make_dry_run()):
             print(line, flush=True)
+        if args.resource_check:  # before any notebook runs: refuse a machine too small, with the numbers
+            from sasrec.study.resources import check_resources
+
+            for line in check_resources(args.profile):
+                print(f"resources: {line}", flush=True)
         try:
             completed = subprocess.run(
                 command, cwd=paths.project_root(), pass_fds=_jobserver_fds(), check=False
