@@ -127,6 +127,13 @@ def render_markdown(results: dict[str, Any]) -> str:
                 ("prepare, already prepared", prepare["reuse_wall_s"], prepare["reuse_peak_rss_gb"], "")
             )
         lines += _table(("step", "seconds", "peak RSS GB", "target"), rows)
+    if features := _figures(results, "features"):
+        lines += ["", f"## Side features at scale 1 ({features['items']:,} videos, {features['users']:,} users, "
+                      f"{features['daily_rows']:,} item_daily rows)", ""]  # fmt: skip
+        rows = [("build_feature_table, every group", features["build_s"], features["peak_rss_gb"],
+                 f"<= {features['target_s']:.0f} s"),
+                *((f"{label} alone", seconds, "", "") for label, seconds in features["per_source_s"].items())]  # fmt: skip
+        lines += _table(("step", "seconds", "peak RSS GB", "target"), rows)
     if gpu := _figures(results, "gpu"):
         lines += ["", f"## bench_gpu on `{gpu['device']}` ({gpu['gpus']} GPUs)", ""]
         rows = [(name, fig["processes"], fig["ms_per_step_median"], f"{fig['positions_per_s']:,}")
