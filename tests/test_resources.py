@@ -123,3 +123,33 @@ def test_make_report_is_refused_before_any_notebook_runs(
     assert "needs about" in err and "2.0 GB of memory is available" in err and not marker.exists()
     assert main(["report", "run", "--profile", "real", "--no-resource-check", "--make", fake_make]) == 0
     assert marker.read_text() == "ran"
+
+
+def test_the_full_profile_on_the_real_archive_is_announced_as_a_day_of_training(profiles: Path) -> None:
+    raw = profiles / "data" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("big_matrix.csv", "small_matrix.csv"):
+        (raw / name).write_text("user_id,video_id\n")
+    need = profile_requirements("full")
+    assert need["source"] == "the real KuaiRec 2.0 archive" and need["sizes"] == data_sizes(None)
+    lines = check_resources("full", available_gb=64.0, free_disk_gb=100.0)
+    assert lines[-1].startswith(
+        "WARNING: training in profile full on the real KuaiRec 2.0 archive may take up to"
+    )
+    assert "PROFILE=real caps it" in lines[-1]
+    real_minutes = sum(r.training_minutes or 0 for r in profile_requirements("real")["notebooks"])
+    full_minutes = sum(r.training_minutes or 0 for r in need["notebooks"])
+    assert real_minutes < 60 < 10 * 60 < full_minutes
+    assert not any(
+        line.startswith("WARNING") for line in check_resources("real", available_gb=64.0, free_disk_gb=100.0)
+    )
+
+
+def test_training_time_bound_grows_with_the_catalogue_only_for_full_softmax() -> None:
+    bce = {"m": {"model": "sasrec", "loss": "bce", "num_epochs": 10, "maxlen": 200}}
+    ce = {"m": {"model": "sasrec", "loss": "ce", "num_epochs": 10, "maxlen": 200}}
+    bce_small, bce_large = (resources.training_minutes(bce, {}, 1000, n) for n in (1000, 10_000))
+    ce_small, ce_large = (resources.training_minutes(ce, {}, 1000, n) for n in (1000, 10_000))
+    # 10 epochs x 200,000 positions x 12 us = 24 s of BCE steps, plus validation over the catalogue
+    assert abs(bce_small - (24.0 + 10 * 1000 * 1000 * 0.063e-6) / 60) < 1e-9
+    assert ce_large / ce_small > 5 and bce_large / bce_small < 1.5

@@ -184,6 +184,40 @@ def _model_peak_bytes(models: dict[str, dict[str, Any]], training: dict[str, Any
     return peak
 
 
+#: Microseconds per training position (batch 128) on this study's 2-core CPU, from ``bench_models``
+#: (maxlen 200, 10,728 videos): a base cost of the transformer step, plus a cost per scored item for full
+#: softmax (SASRec-CE 4.9k, GRU4Rec 4.2k, BERT4Rec 15.4k positions/s; BERT4Rec scores only its masked 20%)
+#: or per sampled negative (gSASRec 8.4k positions/s with 256).
+US_PER_POSITION = {"base": 12.0, "ce_item": 0.018, "bert_item": 0.0049, "negative": 0.42}
+#: Microseconds per (user, video) pair of full-ranking validation (``bench_eval``: 7,176 x 10,728 in 4.9 s).
+US_PER_RANKED_PAIR = 0.063
+
+
+def training_minutes(
+    models: dict[str, dict[str, Any]], training: dict[str, Any], users: int, items: int
+) -> float:
+    """At most how many minutes ``models`` train on ``users`` sequences over ``items`` videos (every epoch run).
+
+    An upper bound: early stopping ends most runs sooner; sequences shorter than maxlen cost less.
+    """
+    total_us = 0.0
+    for spec in models.values():
+        values = {**training, **(spec or {})}
+        model, loss = values.get("model", "sasrec"), values.get("loss", "bce")
+        per_position = US_PER_POSITION["base"]
+        if model == "bert4rec":
+            per_position += US_PER_POSITION["bert_item"] * items
+        elif loss == "ce":
+            per_position += US_PER_POSITION["ce_item"] * items
+        elif loss in ("gbce", "sampled_softmax") or model == "gsasrec":
+            per_position += US_PER_POSITION["negative"] * min(int(values.get("num_negatives", 256)), items)
+        epochs = int(values.get("num_epochs", 1))
+        positions = users * int(values.get("maxlen", 200))
+        validations = epochs // max(int(values.get("eval_every", 1)), 1)
+        total_us += epochs * positions * per_position + validations * users * items * US_PER_RANKED_PAIR
+    return total_us / 60e6
+
+
 def _ease_bytes(items: int) -> float:
     """EASE (Steck, WWW 2019) inverts an (items, items) float64 Gram matrix: three such matrices at once."""
     return 3 * 8 * items * items
@@ -191,11 +225,12 @@ def _ease_bytes(items: int) -> float:
 
 @dataclass(frozen=True)
 class Requirement:
-    """The estimated peak memory of one notebook, and what dominates it."""
+    """The estimated peak memory of one notebook, what dominates it, and at most how long its training takes."""
 
     notebook: str
     memory_gb: float
     reason: str
+    training_minutes: float | None = None
 
 
 def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, dict[str, int]],
@@ -204,9 +239,10 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
     rows = small["rows"] + big["rows"]
     needs: list[Requirement] = []
 
-    def add(notebook: str, parts: dict[str, float]) -> None:
-        name, size = max(parts.items(), key=lambda kv: kv[1])
-        needs.append(Requirement(notebook, round((BASE_GB * GB + sum(parts.values())) / GB, 2), name))
+    def add(notebook: str, parts: dict[str, float], minutes: float | None = None) -> None:
+        name, _size = max(parts.items(), key=lambda kv: kv[1])
+        memory = round((BASE_GB * GB + sum(parts.values())) / GB, 2)
+        needs.append(Requirement(notebook, memory, name, None if minutes is None else round(minutes, 1)))
 
     if simulate and BYTES_PER_ROW["simulate"] > BYTES_PER_ROW["eda"]:
         add("01_eda", {"simulating both matrices": BYTES_PER_ROW["simulate"] * rows})
@@ -215,9 +251,18 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
     add("02_prepare_data", {"preparing big_matrix": BYTES_PER_ROW["prepare"] * big["rows"]})
     for notebook, data, models_key in (("03_train", small, "models"), ("06_experiments", small, "variants")):
         nb = params.get(notebook, {})
+        models, training = nb.get(models_key) or {}, nb.get("training") or {}
+        if notebook == "06_experiments":  # every grid point, trained to the largest epoch count validated
+            grid = nb.get("grid") or {}
+            points = 1
+            for key, values in grid.items():
+                points *= len(values) if key != "num_epochs" else 1
+            training = {**training, "num_epochs": max(grid.get("num_epochs") or [1]),
+                        "maxlen": max(grid.get("maxlen") or [training.get("maxlen", 200)])}  # fmt: skip
+            models = {f"{name}_{i}": spec for name, spec in models.items() for i in range(points)}
         add(notebook, {"prepared small_matrix": BYTES_PER_ROW["prepared"] * data["rows"],
-                       "training logits": _model_peak_bytes(nb.get(models_key) or {}, nb.get("training") or {},
-                                                            data["items"])})  # fmt: skip
+                       "training logits": _model_peak_bytes(models, training, data["items"])},
+            training_minutes(models, training, data["users"], data["items"]))  # fmt: skip
     add("04_evaluate", {"prepared small_matrix": BYTES_PER_ROW["prepared"] * small["rows"],
                         "EASE Gram matrices": _ease_bytes(small["items"])})  # fmt: skip
     nb = params.get("05_cross_dataset", {})
@@ -225,7 +270,7 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
         "prepared matrices": BYTES_PER_ROW["prepared"] * rows,
         "EASE Gram matrices": _ease_bytes(big["items"]) if "ease" in (nb.get("baselines") or {}) else 0.0,
         "training logits": _model_peak_bytes(nb.get("models") or {}, nb.get("training") or {}, big["items"]),
-    })  # fmt: skip
+    }, training_minutes(nb.get("models") or {}, nb.get("training") or {}, big["users"], big["items"]))  # fmt: skip
     return needs
 
 
@@ -299,7 +344,19 @@ def check_resources(
             f"profile {profile} on {need['source']}: its data need about {need['disk_gb']:.1f} GB of disk but "
             f"{free_disk_gb:.1f} GB is free under data/; free some space (make clean removes caches)"
         )
-    return [
+    lines = [
         f"{r.notebook}: about {r.memory_gb:.1f} GB (mostly {r.reason}) of {available_gb:.1f} GB available"
+        + (
+            f"; training at most {r.training_minutes:.3g} min on 2 cores"
+            if r.training_minutes is not None
+            else ""
+        )
         for r in need["notebooks"]
     ]
+    hours = sum(r.training_minutes or 0.0 for r in need["notebooks"]) / 60
+    if hours > 3:
+        lines.append(
+            f"WARNING: training in profile {profile} on {need['source']} may take up to {hours:.0f} hours on "
+            "2 cores (every epoch run; early stopping ends most runs sooner); PROFILE=real caps it for this size"
+        )
+    return lines
