@@ -117,7 +117,9 @@ def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = Fa
 
     A file target must not be a folder, a folder target not a file; the nearest existing ancestor of its
     parent must be a writable folder (missing folders are created later); an existing target folder must
-    be writable too (its old content is removed when replaced).
+    be writable too (its old content is removed when replaced). Since permission bits do not tell
+    everything (root, ``/proc``, read-only mounts), a hidden temporary is then created and removed where
+    the writer will create its first file or folder.
 
     Args:
         path: the file or folder about to be written.
@@ -150,7 +152,57 @@ def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = Fa
             f"{what}: cannot write {target}: folder {probe} is not writable{created}; make it writable "
             "(chmod u+w) or choose another path"
         )
+    # Permission bits do not tell everything (root, /proc, read-only mounts): try what the writer will do.
+    _try_creating(probe, target, what)
+    if folder and target.is_dir():
+        _try_creating(target, target / "write-check", what)
     return target
+
+
+def _try_creating(folder: Path, target: Path, what: str) -> None:
+    """Create and remove what writing ``target`` starts with in ``folder`` (its nearest existing ancestor).
+
+    The probe is named as a temporary of ``target`` (or of the first folder to create), so that a process
+    killed in between leaves a leftover that :func:`remove_stale_temporaries` recognises.
+
+    Raises:
+        ConfigError: ``folder`` refuses new entries (one line naming ``what``, the path and the reason).
+    """
+    try:
+        if folder == target.parent:
+            fd, made = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+        else:
+            made = tempfile.mkdtemp(
+                prefix=f".{target.relative_to(folder).parts[0]}.", suffix=".tmp", dir=folder
+            )
+    except OSError as exc:
+        raise ConfigError(f"{what}: {_creation_problem(folder, target, exc)}; choose another path") from None
+    with contextlib.suppress(OSError):  # already gone: another writer's cleanup removed it
+        if os.path.isdir(made):
+            os.rmdir(made)
+        else:
+            os.unlink(made)
+
+
+def _creation_problem(folder: Path, target: Path, exc: OSError) -> str:
+    """Why ``target`` cannot be created under its nearest existing ancestor ``folder``, in words."""
+    reason = _STORAGE_ERRNOS.get(exc.errno or 0) or exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno or 0)
+    reason = f"{reason} ({code})" if code else reason
+    if folder == target.parent:
+        return f"cannot write {target}: folder {folder} does not accept new files: {reason}"
+    return f"cannot create folder {target.parent}: {folder} does not accept new folders: {reason}"
+
+
+def _parent_problem(target: Path, exc: OSError) -> str:
+    """Why the parent folder of ``target`` cannot be created (a file in the way, or a folder refusing)."""
+    for ancestor in (target.parent, *target.parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"cannot create folder {target.parent}: {ancestor} is a file"
+            return _creation_problem(ancestor, target, exc)
+    return f"cannot create folder {target.parent}: {exc.strerror or exc}"
 
 
 def as_storage_error(
@@ -181,6 +233,22 @@ def as_storage_error(
 
 
 # ------------------------------------------------------------------------------------ atomic writes
+@contextlib.contextmanager
+def _creating(target: Path, what: str | None) -> Iterator[None]:
+    """Turn a parent folder that cannot be created (a file in the way, ``/proc``) into a StorageError.
+
+    Only the creation of the parent and of the temporary is wrapped: an error of the caller's own block
+    keeps its type.
+    """
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
+        label = f"{what} ({target})" if what else str(target)
+        error = StorageError(f"could not write {label}: {_parent_problem(target, exc)}; choose another path")
+        error.errno = exc.errno
+        raise error from exc
+
+
 def _umask() -> int:
     """The process umask (read from /proc where possible, which does not change it even briefly)."""
     try:
@@ -217,13 +285,16 @@ def atomic_path(target: str | os.PathLike[str], what: str | None = None) -> Iter
     target = Path(target)
     tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with _creating(target, what):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the mode a plain open() would
         os.replace(tmp, target)
+    except StorageError:
+        raise
     except OSError as exc:
         storage = as_storage_error(exc, target, what)
         if storage is None:
@@ -313,10 +384,13 @@ def atomic_dir(target: str | os.PathLike[str], what: str | None = None) -> Itera
     target = Path(target)
     tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(target)
+        with _creating(target, what):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = make_temp_dir(target)
         yield tmp
         replace_dir(tmp, target)
+    except StorageError:
+        raise
     except OSError as exc:
         storage = as_storage_error(exc, target, what)
         if storage is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -297,3 +298,185 @@ def test_second_writer_of_a_run_folder_is_refused(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"pid {holder.pid}" in err and "--wait=true" in err
     assert not list(folder.glob("*.pth"))  # nothing written by the refused run
+
+
+# ------------------------------------------------------------------------- negatives capped to the catalogue
+@pytest.mark.parametrize(
+    ("train_dir", "flags", "loss", "requested"),
+    [
+        ("gsasrec", ["--model=gsasrec"], "gbce", 256),  # the preset's 256 negatives
+        ("softmax", ["--loss=sampled_softmax", "--num_negatives=1000"], "sampled_softmax", 1000),
+    ],
+)
+def test_sampled_losses_cap_their_negatives_to_a_small_catalogue(
+    world: dict[str, Path],
+    caplog: pytest.LogCaptureFixture,
+    train_dir: str,
+    flags: list[str],
+    loss: str,
+    requested: int,
+) -> None:
+    import logging
+
+    from sasrec.data.preparation.pipeline import load_prepared
+
+    items = load_prepared("small_matrix", data_dir=world["raw"]).num_items
+    used = items - 2  # the most negatives gBCE's calibration allows: negatives / (items - 1) < 1
+    assert used < requested
+    metrics = world["root"] / f"{train_dir}.json"
+    with caplog.at_level(logging.WARNING, logger="sasrec"):
+        assert _run(world, "--dataset=small_matrix", f"--train_dir={train_dir}", *TINY, *flags,
+                    f"--metrics_json={metrics}") == 0  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"num_negatives={requested} capped to {used}: small_matrix has {items} items and loss {loss!r} needs "
+        f"num_negatives < items - 1 ({items - 1}); the run records num_negatives={used}"
+    ]
+    payload = json.loads(metrics.read_text())
+    assert payload["config"]["num_negatives"] == used and payload["config"]["loss"] == loss
+    assert payload["adjusted"] == {"num_negatives": {"requested": requested, "used": used}}
+    stored = torch.load(payload["checkpoint"], map_location="cpu", weights_only=False)
+    assert stored["config"]["num_negatives"] == used  # the checkpoint says what was used
+
+
+def test_fit_to_catalogue_keeps_a_fitting_config_and_refuses_a_tiny_catalogue() -> None:
+    from sasrec.errors import ConfigError
+    from sasrec.training.config import TrainConfig, fit_to_catalogue
+
+    config = TrainConfig.for_model("gsasrec", device="cpu")
+    assert config.num_negatives == 256
+    assert fit_to_catalogue(config, 258, "big") is config  # 256 < 258 - 1: unchanged, the same object
+    assert fit_to_catalogue(config, 257, "small").num_negatives == 255
+    bce = TrainConfig(device="cpu", num_negatives=500)
+    assert fit_to_catalogue(bce, 10, "small") is bce  # bce draws one negative per position
+    with pytest.raises(ConfigError, match="needs at least 3 items"):
+        fit_to_catalogue(config, 2, "two")
+
+
+# --------------------------------------------------------------------------------- output paths up front
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_metrics_path_that_cannot_be_created_is_refused_before_training(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, where: str
+) -> None:
+    if where == "proc":
+        if not Path("/proc").is_dir():
+            pytest.skip("no /proc on this system")
+        target, reason = "/proc/nope/x.json", "/proc does not accept new folders"
+    else:
+        (tmp_path / "file").write_text("x")
+        target, reason = f"{tmp_path / 'file'}/x.json", f"{tmp_path / 'file'} is a file"
+    train_dir = f"refused_{where}"
+    assert _run(world, "--dataset=small_matrix", f"--train_dir={train_dir}", *TINY,
+                f"--metrics_json={target}") == 2  # fmt: skip
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in captured.err
+    assert err.startswith("error: metrics file (--metrics_json): cannot create folder ") and reason in err
+    assert "epoch" not in captured.out  # refused before any training
+    assert not (world["root"] / "models" / f"small_matrix_{train_dir}").exists()
+
+
+# ------------------------------------------------------------------------------ the parser, step by step
+#: Every flag of ``train`` before its parser was split into steps: option strings, type, choices (MODELS:
+#: the registry's, sorted), metavar and help, in the order --help lists them; every default is None.
+FLAGS_BEFORE_THE_SPLIT = (
+    (("--dataset",), None, None, None, "small_matrix, big_matrix, *_no_remapping, or a SASRec text-file path"),
+    (("--train_dir",), None, None, None, "run name: checkpoints go to models/<dataset>_<train_dir>/ (default: default)"),
+    (("--batch_size",), "int", None, None, "users per batch (per process under torchrun)"),
+    (("--lr",), "float", None, None, None),
+    (("--maxlen",), "int", None, None, None),
+    (("--hidden_units",), "int", None, None, None),
+    (("--num_blocks",), "int", None, None, None),
+    (("--num_epochs",), "int", None, None, None),
+    (("--num_heads",), "int", None, None, None),
+    (("--dropout_rate",), "float", None, None, None),
+    (("--l2_emb",), "float", None, None, None),
+    (("--device",), None, None, None, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
+    (("--inference_only",), "str2bool", None, "BOOL", "evaluate --state_dict_path, do not train"),
+    (("--state_dict_path",), None, None, None, "checkpoint to evaluate, recommend from, or resume"),
+    (("--explicit_negatives",), "str2bool", None, "BOOL", "half the negatives from disliked videos"),
+    (("--weighted_dislike",), "str2bool", None, "BOOL", "weight disliked negatives (implies explicit)"),
+    (("--generate_recommendations",), "str2bool", None, "BOOL", "write top-N lists (parquet + CSV)"),
+    (("--top_n",), "int", None, None, "length of the recommendation lists (default 10)"),
+    (("--training_dataset",), None, None, None, "dataset the checkpoint was trained on (big-to-small test)"),
+    (("--model",), None, "MODELS", None, "model to train (default sasrec); its presets fill unset flags"),
+    (("--data-dir", "--data_dir"), None, None, None, "folder of the KuaiRec CSVs (default: data/raw, else data/simulated)"),
+    (("--loss",), None, ("bce", "ce", "sampled_softmax", "gbce"), None, None),
+    (("--split",), None, ("temporal", "leave_last_n", "leave_one_out"), None, "default temporal; leave_one_out for SASRec text files (they have no time)"),
+    (("--fit_on",), None, ("train", "train_valid"), None, "fitting policy: train (default) or train_valid (retrain for the selected epochs)"),
+    (("--seed",), "int", None, None, None),
+    (("--k",), "int", None, None, "metric cut-off (default 10)"),
+    (("--eval_protocol",), None, ("full", "sampled"), None, None),
+    (("--num_eval_negatives",), "int", None, None, None),
+    (("--relevance",), None, ("threshold", "liked", "all", "original"), None, "relevance rule (default threshold: watch_ratio > 2.0)"),
+    (("--relevance_threshold",), "_optional_float", None, None, "relevant if watch_ratio > this (default: dataset's)"),
+    (("--metrics_json",), None, None, None, "write validation and test metrics to this JSON file"),
+    (("--config",), None, None, None, "YAML mapping of these flags' names to values (explicit flags win)"),
+    (("--num_negatives",), "int", None, None, "negatives of sampled_softmax / gbce"),
+    (("--gbce_t",), "float", None, None, "gSASRec calibration t (default 0.75)"),
+    (("--mask_prob",), "float", None, None, "BERT4Rec masking probability (default 0.2)"),
+    (("--dislike_weight",), "float", None, None, "weight of disliked negatives (default 2.0)"),
+    (("--patience",), "int", None, None, "epochs without a better validation NDCG@k before stopping (0: never)"),
+    (("--min_epochs",), "int", None, None, "never stop early before this epoch"),
+    (("--eval_every",), "int", None, None, "validate every this many epochs"),
+    (("--attention_dropout",), "_optional_float", None, None, "dropout of attention probabilities (default: dropout_rate)"),
+    (("--fast_dropout",), "str2bool", None, "BOOL", "cheap CPU dropout masks (default true)"),
+    (("--amp",), "str2bool", None, "BOOL", "bf16 autocast on CUDA (no effect on CPU)"),
+    (("--compile",), "str2bool", None, "BOOL", "torch.compile the model"),
+    (("--resume",), "str2bool", None, "BOOL", "continue training (from --state_dict_path or the newest checkpoint)"),
+    (("--wait",), "str2bool", None, "BOOL", "wait for another run writing the same run folder (default: refuse)"),
+    (("--progress",), "str2bool", None, "BOOL", "progress bars (default true)"),
+)  # fmt: skip
+
+
+def _train_parser() -> Any:
+    import argparse
+
+    from sasrec.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["train"]
+
+
+def test_train_flags_are_unchanged_by_the_split_into_steps() -> None:
+    from sasrec.models.base import MODELS
+
+    rows = []
+    for action in _train_parser()._actions:
+        if action.dest == "help":
+            continue
+        assert action.default is None and not action.required, action.dest
+        choices = None if action.choices is None else tuple(action.choices)
+        if action.dest == "model":
+            assert choices == tuple(sorted(MODELS))
+            choices = "MODELS"
+        kind = getattr(action.type, "__name__", None) if action.type else None
+        rows.append((tuple(action.option_strings), kind, choices, action.metavar, action.help))
+    # the old flags, in their order (flags added later may sit between them)
+    assert [row for row in rows if row in FLAGS_BEFORE_THE_SPLIT] == list(FLAGS_BEFORE_THE_SPLIT)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--dataset=small_matrix"], {"dataset": "small_matrix"}),
+        (
+            ["--model=gsasrec", "--data_dir=x", "--lr=0.1", "--inference_only=true",
+             "--relevance_threshold=none", "--k=5"],
+            {"lr": 0.1, "inference_only": True, "model": "gsasrec", "data_dir": "x", "k": 5},
+        ),
+        (
+            ["--config=a.yaml", "--data-dir", "d", "--attention_dropout=0.3", "--resume=yes", "--loss", "gbce",
+             "--split", "leave_one_out"],
+            {"data_dir": "d", "loss": "gbce", "split": "leave_one_out", "config": "a.yaml",
+             "attention_dropout": 0.3, "resume": True},
+        ),
+    ],
+)  # fmt: skip
+def test_train_namespace_is_unchanged_by_the_split_into_steps(argv: list[str], expected: dict) -> None:
+    """The values parsed before the split (captured from the old parser)."""
+    parsed = vars(_train_parser().parse_args(argv))
+    assert parsed.pop("func").__name__ == "run" and parsed.pop("_train_parser") is not None
+    assert {key: value for key, value in parsed.items() if value is not None} == expected
+    dests = {flags[0].removeprefix("--").replace("-", "_") for flags, *_ in FLAGS_BEFORE_THE_SPLIT}
+    assert dests <= set(parsed)  # every old flag, None where not given

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sasrec.cli.common import OneLineParser
 from sasrec.errors import SasrecError
 
 # (module, function adding the sub-parser); order is the order shown by --help.
@@ -31,8 +32,8 @@ COMMAND_MODULES: tuple[tuple[str, str], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    """Parser with every sub-command registered (a wrong flag is refused in one line, exit status 2)."""
+    parser = OneLineParser(
         prog="python -m sasrec",
         description="SASRec and baselines on KuaiRec 2.0 (real archive or the KuaiRec-shaped simulator).",
     )

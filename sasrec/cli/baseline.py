@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sasrec.cli.common import str2bool
+from sasrec.cli.common import check_at_least, check_data_dir, dataset_argument, str2bool
 from sasrec.data.contracts import SPLITS, PreparedData
 from sasrec.data.preparation.splits import default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
@@ -85,6 +85,50 @@ def _fit_and_evaluate(
     return models, results, timings
 
 
+def _recommendations_stem(args: argparse.Namespace, rec_data: PreparedData, split: str) -> Path:
+    """Where the recommendation files go: ``--recommendations_path`` or models/recommendations/...."""
+    if args.recommendations_path:
+        return user_path(args.recommendations_path)
+    return models_dir() / "recommendations" / f"{args.model}_{rec_data.name}_{split}"
+
+
+def _check_arguments(args: argparse.Namespace) -> tuple[str, str | None, Path | None]:
+    """Every value, input and output checked before any work; returns the datasets and the data folder."""
+    check_at_least(
+        {"--k": args.k, "--maxlen": args.maxlen, "--top_n": args.top_n, "--batch_size": args.batch_size}
+    )
+    if args.eval_protocol == "sampled":
+        check_at_least({"--num_eval_negatives": args.num_eval_negatives})
+    check_at_least({"--seed": args.seed}, 0)
+    dataset = dataset_argument(args.dataset, strict=False)  # an unknown name: refused by the loader, below
+    training = (
+        dataset_argument(args.training_dataset, "--training_dataset", strict=False)
+        if args.training_dataset
+        else None
+    )
+    data_dir = check_data_dir(args.data_dir, (dataset, training or ""))
+    if args.metrics_json:
+        check_writable(user_path(args.metrics_json), "metrics file (--metrics_json)")
+    if args.generate_recommendations:
+        if args.recommendations_path:
+            stem = user_path(args.recommendations_path)
+            what = "recommendation files (--recommendations_path)"
+        else:
+            stem, what = models_dir() / "recommendations" / args.model, "recommendation files"
+        check_writable(stem.with_name(stem.name + ".parquet"), what)
+    return dataset, training, data_dir
+
+
+def _load(
+    load_prepared: Any, flag: str, dataset: str, data_dir: Path | None, progress: bool | None
+) -> PreparedData:
+    """The prepared ``dataset``; a refusal of the name or its data names the flag."""
+    try:
+        return load_prepared(dataset, data_dir=data_dir, progress=progress)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}={dataset}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the ``baseline`` command."""
     from sasrec.data.preparation.pipeline import load_prepared
@@ -93,21 +137,12 @@ def run(args: argparse.Namespace) -> int:
     reserved = sorted({"seed", "split"} & set(params))
     if reserved:
         raise ConfigError(f"--param {reserved[0]}=... is not allowed: use --{reserved[0]}")
-    if args.maxlen < 1 or args.top_n < 1:
-        raise ConfigError(f"--maxlen and --top_n must be positive; got {args.maxlen} and {args.top_n}")
-    if args.metrics_json:
-        check_writable(user_path(args.metrics_json), "metrics file (--metrics_json)")
-    data_dir = user_path(args.data_dir) if args.data_dir else None
+    dataset, training, data_dir = _check_arguments(args)
     progress = False if args.no_progress else None
-    dataset = str(user_path(args.dataset)) if Path(args.dataset).suffix else args.dataset
-    data = load_prepared(dataset, data_dir=data_dir, progress=progress)
+    data = _load(load_prepared, "--dataset", dataset, data_dir, progress)
     # Validation and fitting happen on the dataset the model is fitted on: the training dataset of a
     # big-to-small run, else the dataset itself.
-    rec_data = (
-        load_prepared(args.training_dataset, data_dir=data_dir, progress=progress)
-        if args.training_dataset
-        else data
-    )
+    rec_data = _load(load_prepared, "--training_dataset", training, data_dir, progress) if training else data
     split = default_split(rec_data, args.split)
     relevance = {"relevance": args.relevance, "relevance_threshold": args.relevance_threshold}
     eval_kwargs: dict[str, Any] = {"k": args.k, "protocol": args.eval_protocol, "num_negatives": args.num_eval_negatives,
@@ -150,11 +185,7 @@ def run(args: argparse.Namespace) -> int:
         # Input: each user's train + valid events of the split (with --training_dataset: of the training
         # dataset), scored by the model fitted under the policy for the test stage.
         frame = recommend(test_model, rec_data, top_n=args.top_n, split=split, maxlen=args.maxlen)
-        stem = (
-            user_path(args.recommendations_path)
-            if args.recommendations_path
-            else models_dir() / "recommendations" / f"{args.model}_{rec_data.name}_{split}"
-        )
+        stem = _recommendations_stem(args, rec_data, split)
         made_by = {"model": args.model, "dataset": rec_data.name, "fingerprint": rec_data.fingerprint, "split": split,
                    "fit_on": args.fit_on, "top_n": args.top_n, "fit_events": test_model.fit_events}  # fmt: skip
         parquet_path, csv_path = write_recommendations(frame, stem, made_by=made_by)

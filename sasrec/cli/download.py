@@ -8,9 +8,32 @@ from typing import Any
 
 from sasrec import paths
 from sasrec.data.kuairec.download import DEFAULT_URLS, download_kuairec, verify_files
+from sasrec.errors import ConfigError, MissingDataError
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The archive, the destination and the timeout, checked before any download (one line each)."""
+    if args.archive:
+        archive = paths.user_path(args.archive)
+        if not archive.is_file():
+            state = "is a folder" if archive.is_dir() else "does not exist"
+            raise MissingDataError(
+                f"--archive={args.archive}: {archive} {state}; expected the KuaiRec.zip release downloaded "
+                "elsewhere"
+            )
+    if not args.timeout > 0:  # also NaN
+        raise ConfigError(f"--timeout must be a positive number of seconds; got {args.timeout}")
+    dest = paths.user_path(args.dest) if args.dest else paths.raw_dir()
+    what = (
+        "KuaiRec download folder (--dest)"
+        if args.dest
+        else "KuaiRec download folder (the default; see --dest)"
+    )
+    paths.check_writable(dest, what, folder=True)
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     dest = Path(args.dest) if args.dest else paths.raw_dir()
     data_dir = download_kuairec(
         dest,

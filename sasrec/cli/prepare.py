@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 from sasrec import paths
+from sasrec.cli.common import check_data_dir, dataset_argument
 from sasrec.data.contracts import (
     SPLITS,
     PreparedData,
 )
 from sasrec.data.preparation.artifacts import _json_default
-from sasrec.data.preparation.params import DATASETS, DEFAULT_PARAMS, NO_REMAPPING_SUFFIX
+from sasrec.data.preparation.params import DEFAULT_PARAMS
 from sasrec.data.preparation.pipeline import prepare
 
 
@@ -60,16 +61,11 @@ def _format_summary(data: PreparedData) -> str:
     return "\n".join(lines)
 
 
-def _dataset_argument(dataset: str) -> str:
-    """A dataset name as is; a text-file path typed on the command line resolved from the current folder."""
-    base = dataset[: -len(NO_REMAPPING_SUFFIX)] if dataset.endswith(NO_REMAPPING_SUFFIX) else dataset
-    return dataset if base in DATASETS else str(paths.user_path(dataset))
-
-
 def _run_cli(args: argparse.Namespace) -> int:
+    dataset = dataset_argument(args.dataset, "NAME")  # the output folder is checked by prepare, up front
     data = prepare(
-        _dataset_argument(args.dataset),
-        data_dir=paths.user_path(args.data_dir) if args.data_dir else None,
+        dataset,
+        data_dir=check_data_dir(args.data_dir, (dataset,)),
         out_dir=paths.user_path(args.out) if args.out else None,
         write_text=not args.no_text,
         progress=False if args.no_progress else None,

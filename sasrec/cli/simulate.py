@@ -37,6 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace) -> int:
     out = paths.user_path(args.out) if args.out else None
+    what = (
+        "simulated data folder (--out)"
+        if out
+        else "simulated data folder (the default; choose one with --out)"
+    )
+    paths.check_writable(out or paths.simulated_dir(), what, folder=True)  # before any work
     summary = simulate(scale=args.scale, seed=args.seed, out_dir=out, progress=args.progress)
     counts = summary["counts"]
     print(

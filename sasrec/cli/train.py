@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sasrec.cli.common import str2bool
+from sasrec.cli.common import check_data_dir, dataset_argument, str2bool
 from sasrec.config import load_yaml_mapping
 from sasrec.data.contracts import SPLITS, PreparedData
 from sasrec.data.preparation.splits import check_split_usable, default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
-from sasrec.errors import ConfigError
+from sasrec.errors import ConfigError, MissingDataError
 from sasrec.evaluation.metrics import headline_metrics
 from sasrec.evaluation.protocol import EvalResult
 from sasrec.evaluation.scorers import SequentialScorer
@@ -39,6 +39,7 @@ from sasrec.training.config import (
     LOSSES,
     RELEVANCE_RULES,
     TrainConfig,
+    fit_to_catalogue,
     resolve_device,
 )
 from sasrec.training.distributed import DistContext, context_from_env, init_process_group, shutdown
@@ -60,6 +61,8 @@ COMMAND_FLAGS = (
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Settings an evaluation takes from the checkpoint; a flag that contradicts one is refused.
 CHECKPOINT_SETTINGS = ("model", "split", "maxlen", "loss", "relevance", "relevance_threshold")
+# Settings an evaluation of a checkpoint takes from the flags.
+EVALUATION_SETTINGS = ("k", "eval_protocol", "num_eval_negatives", "seed")
 
 
 def _optional_float(value: str) -> float | None:
@@ -72,7 +75,12 @@ def _optional_float(value: str) -> float | None:
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``train`` (every flag of the original ``main.py`` plus the study's)."""
+    """Register ``train`` (every flag of the original ``main.py`` plus the study's).
+
+    The flags are added in named steps, in the order ``--help`` lists them: the original project's run and
+    architecture flags, its checkpoint and recommendation flags, then the study's data, evaluation and
+    training flags.
+    """
     from sasrec.models.base import MODELS, _load_registry
 
     _load_registry()
@@ -86,8 +94,17 @@ def add_parser(subparsers: Any) -> None:
             "current directory."
         ),
     )
+    _add_original_run_flags(parser)
+    _add_original_checkpoint_flags(parser)
+    _add_study_data_flags(parser, sorted(MODELS))
+    _add_study_evaluation_flags(parser)
+    _add_study_training_flags(parser)
+    parser.set_defaults(func=run, _train_parser=parser)
+
+
+def _add_original_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The original project's dataset, run name, optimisation and architecture flags, and the device."""
     add = parser.add_argument
-    # The original project's flags.
     add("--dataset", help="small_matrix, big_matrix, *_no_remapping, or a SASRec text-file path")
     add("--train_dir", help="run name: checkpoints go to models/<dataset>_<train_dir>/ (default: default)")
     add("--batch_size", type=int, help="users per batch (per process under torchrun)")
@@ -100,6 +117,11 @@ def add_parser(subparsers: Any) -> None:
     add("--dropout_rate", type=float)
     add("--l2_emb", type=float)
     add("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
+def _add_original_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    """The original project's flags of evaluation, negatives, recommendations and the big-to-small test."""
+    add = parser.add_argument
     add("--inference_only", type=str2bool, metavar="BOOL", help="evaluate --state_dict_path, do not train")
     add("--state_dict_path", help="checkpoint to evaluate, recommend from, or resume")
     add("--explicit_negatives", type=str2bool, metavar="BOOL", help="half the negatives from disliked videos")
@@ -112,10 +134,14 @@ def add_parser(subparsers: Any) -> None:
     add("--generate_recommendations", type=str2bool, metavar="BOOL", help="write top-N lists (parquet + CSV)")
     add("--top_n", type=int, help="length of the recommendation lists (default 10)")
     add("--training_dataset", help="dataset the checkpoint was trained on (big-to-small test)")
-    # The study's flags.
+
+
+def _add_study_data_flags(parser: argparse.ArgumentParser, models: list[str]) -> None:
+    """The study's model, data folder, loss, split, fitting policy and seed."""
+    add = parser.add_argument
     add(
         "--model",
-        choices=sorted(MODELS),
+        choices=models,
         help="model to train (default sasrec); its presets fill unset flags",
     )
     add(
@@ -136,6 +162,11 @@ def add_parser(subparsers: Any) -> None:
         help="fitting policy: train (default) or train_valid (retrain for the selected epochs)",
     )
     add("--seed", type=int)
+
+
+def _add_study_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """The study's metric cut-off, protocol, relevance rule, metrics file and YAML settings file."""
+    add = parser.add_argument
     add("--k", type=int, help="metric cut-off (default 10)")
     add("--eval_protocol", choices=EVAL_PROTOCOLS)
     add("--num_eval_negatives", type=int)
@@ -147,6 +178,11 @@ def add_parser(subparsers: Any) -> None:
     )
     add("--metrics_json", help="write validation and test metrics to this JSON file")
     add("--config", help="YAML mapping of these flags' names to values (explicit flags win)")
+
+
+def _add_study_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The study's loss parameters, early stopping, speed switches, resuming, waiting and progress bars."""
+    add = parser.add_argument
     add("--num_negatives", type=int, help="negatives of sampled_softmax / gbce")
     add("--gbce_t", type=float, help="gSASRec calibration t (default 0.75)")
     add("--mask_prob", type=float, help="BERT4Rec masking probability (default 0.2)")
@@ -175,7 +211,6 @@ def add_parser(subparsers: Any) -> None:
         help="wait for another run writing the same run folder (default: refuse)",
     )
     add("--progress", type=str2bool, metavar="BOOL", help="progress bars (default true)")
-    parser.set_defaults(func=run, _train_parser=parser)
 
 
 # -------------------------------------------------------------------------------------------- settings
@@ -187,6 +222,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     if args.config:
         config_path = user_path(args.config)
+        if not config_path.is_file():
+            raise MissingDataError(
+                f"--config={args.config}: config file {config_path} does not exist; expected a YAML "
+                "mapping of flag names to values"
+            )
         for raw_key, value in load_yaml_mapping(config_path).items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
@@ -211,8 +251,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("data_dir", "state_dict_path", "metrics_json"):
         if merged.get(key):
             merged[key] = str(user_path(merged[key]))
-    if merged.get("dataset") and _is_text_path(merged["dataset"]):
-        merged["dataset"] = str(user_path(merged["dataset"]))
+    if merged.get("dataset"):
+        merged["dataset"] = dataset_argument(str(merged["dataset"]))
+    if merged.get("training_dataset"):
+        merged["training_dataset"] = dataset_argument(str(merged["training_dataset"]), "--training_dataset")
     return merged
 
 
@@ -325,14 +367,38 @@ def _check_against_checkpoint(settings: dict[str, Any], saved: TrainConfig, chec
             )
 
 
-def _inference(settings: dict[str, Any]) -> int:
-    """Evaluate and/or recommend from a checkpoint; split, maxlen, loss and relevance come from it."""
+def _existing_checkpoint(path: str) -> Path:
+    """The checkpoint file of ``--state_dict_path``, refused in one line when missing or a folder."""
+    checkpoint = Path(path)
+    if not checkpoint.exists():
+        raise MissingDataError(
+            f"--state_dict_path={path}: checkpoint {checkpoint} does not exist; expected a .pth file "
+            "written by train (in models/<dataset>_<train_dir>/)"
+        )
+    if not checkpoint.is_file():
+        raise ConfigError(f"--state_dict_path={path}: {checkpoint} is a folder, not a checkpoint (.pth) file")
+    return checkpoint
+
+
+def _check_inference_inputs(settings: dict[str, Any]) -> Path:
+    """Before any work: the checkpoint exists, the outputs can be written, the evaluation values are valid."""
     path = settings.get("state_dict_path")
     if not path:
         raise ConfigError("--inference_only / --generate_recommendations need --state_dict_path=<checkpoint>")
-    checkpoint = Path(path)
+    checkpoint = _existing_checkpoint(path)
     if settings.get("metrics_json"):
         check_writable(settings["metrics_json"], "metrics file (--metrics_json)")
+    if settings.get("generate_recommendations"):
+        check_writable(
+            checkpoint.parent / "recommendations.parquet", "recommendation files (beside --state_dict_path)"
+        )
+    _config({key: settings[key] for key in (*EVALUATION_SETTINGS, "device") if key in settings})
+    return checkpoint
+
+
+def _inference(settings: dict[str, Any]) -> int:
+    """Evaluate and/or recommend from a checkpoint; split, maxlen, loss and relevance come from it."""
+    checkpoint = _check_inference_inputs(settings)
     ignored = sorted(
         k
         for k in ("hidden_units", "num_blocks", "num_heads", "dropout_rate", "lr", "num_epochs")
@@ -350,9 +416,7 @@ def _inference(settings: dict[str, Any]) -> int:
     _check_against_checkpoint(settings, saved, checkpoint)
     device = resolve_device(settings.get("device") or "auto")
     model.to(device)
-    overrides = {
-        key: settings[key] for key in ("k", "eval_protocol", "num_eval_negatives", "seed") if key in settings
-    }
+    overrides = {key: settings[key] for key in EVALUATION_SETTINGS if key in settings}
     config = dataclasses.replace(saved, **overrides, device=str(device), progress=progress)
     config.validate()
     popularity = payload["popularity"].numpy()
@@ -405,6 +469,8 @@ def _check_training_flags(settings: dict[str, Any]) -> None:
         raise ConfigError(
             "--training_dataset is only used with --inference_only=true (the big-to-small test)"
         )
+    if settings.get("resume") and settings.get("state_dict_path"):
+        _existing_checkpoint(settings["state_dict_path"])
 
 
 def _setup_training(
@@ -421,6 +487,8 @@ def _setup_training(
             check_writable(settings["metrics_json"], "metrics file (--metrics_json)")
     data = _load(settings["dataset"], settings.get("data_dir"), settings.get("progress"))
     config = _config(settings, split=default_split(data, settings.get("split")))
+    # gSASRec's 256 negatives on a small catalogue: capped (a warning), the run records the value used
+    config = fit_to_catalogue(config, data.num_items, data.name)
     check_split_usable(
         data, config.split
     )  # a split with no validation or test user: one line, nothing written
@@ -462,12 +530,24 @@ def _report(result: Any, data: PreparedData, config: TrainConfig, test_task: Any
             "stopped_early": result.stopped_early,
             "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
             "config": config.to_dict(),
+            **_adjustments(settings, config),
             "fit_events": result.fit_events,
             "log": result.log.replace({np.nan: None}).to_dict("records"),
         }
         _write_metrics(settings["metrics_json"], data.name, config, valid, test, extra)
     if settings.get("generate_recommendations") and result.checkpoint_path is not None:
         _recommend(result.checkpoint_path, data, int(settings.get("top_n") or 10), str(device))
+
+
+def _adjustments(settings: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """``{"adjusted": {name: {"requested", "used"}}}`` for values lowered to fit the data, else empty."""
+    requested = _config(settings, split=config.split)
+    adjusted = {
+        name: {"requested": getattr(requested, name), "used": getattr(config, name)}
+        for name in ("num_negatives",)
+        if getattr(requested, name) != getattr(config, name)
+    }
+    return {"adjusted": adjusted} if adjusted else {}
 
 
 def _remove_leftovers(folder: Path) -> None:
@@ -514,6 +594,7 @@ def run(args: argparse.Namespace) -> int:
     top_n = settings.get("top_n")
     if top_n is not None and (not isinstance(top_n, int) or top_n < 1):
         raise ConfigError(f"top_n must be a positive integer; got {top_n!r}")
+    check_data_dir(settings.get("data_dir"), (settings["dataset"], settings.get("training_dataset") or ""))
     if settings.get("inference_only") or (
         settings.get("generate_recommendations")
         and settings.get("state_dict_path")

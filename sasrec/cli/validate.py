@@ -7,11 +7,16 @@ from typing import Any
 
 from sasrec import paths
 from sasrec.data.kuairec.validation import validate_directory
-from sasrec.errors import DataValidationError
+from sasrec.errors import ConfigError, DataValidationError
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     data_dir = paths.user_path(args.dir) if args.dir else paths.raw_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(
+            f"DIR {args.dir!r}: {data_dir} is a file, not a folder; expected the folder of the KuaiRec CSVs "
+            "(or one holding data/ or 'KuaiRec 2.0/data/')"
+        )
     summary = validate_directory(data_dir, cache=not args.no_cache, raise_errors=False)
     print(summary)
     message = summary.error_message()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,10 @@ from sasrec.data.contracts import SPLITS
 from sasrec.errors import ConfigError
 from sasrec.models.base import model_class
 
+logger = logging.getLogger(__name__)
 LOSSES = ("bce", "ce", "sampled_softmax", "gbce")
+#: Losses that draw ``num_negatives`` uniform negatives per position (capped by :func:`fit_to_catalogue`).
+SAMPLED_LOSSES = ("sampled_softmax", "gbce")
 EVAL_PROTOCOLS = ("full", "sampled")
 FIT_POLICIES = ("train", "train_valid")
 RELEVANCE_RULES = ("threshold", "liked", "all", "original")
@@ -216,6 +220,52 @@ class TrainConfig:
                 f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**values)
+
+
+def negatives_limit(num_items: int) -> int:
+    """The most negatives a sampled loss may draw per position on a catalogue of ``num_items`` items.
+
+    gBCE's calibration needs alpha = negatives / (items - 1) < 1, so at most ``num_items - 2``; sampled
+    softmax shares the limit.
+    """
+    return num_items - 2
+
+
+def fit_to_catalogue(config: TrainConfig, num_items: int, dataset: str) -> TrainConfig:
+    """``config`` with ``num_negatives`` capped to the catalogue, or ``config`` itself when it fits.
+
+    A preset (gSASRec's 256 negatives) or a flag may ask for more negatives than a small catalogue holds;
+    the value is then lowered to :func:`negatives_limit` with a logged WARNING naming the requested and
+    the used value, and the returned configuration (stored in checkpoints and metrics) holds the used one.
+
+    Args:
+        config: the requested configuration.
+        num_items: number of items of the dataset.
+        dataset: its name, for the messages.
+
+    Raises:
+        ConfigError: the catalogue is too small for any negative (fewer than 3 items).
+    """
+    limit = negatives_limit(num_items)
+    if config.loss not in SAMPLED_LOSSES or config.num_negatives <= limit:
+        return config
+    if limit < 1:
+        raise ConfigError(
+            f"loss {config.loss!r} needs at least 3 items (negatives / (items - 1) < 1); {dataset} has "
+            f"{num_items}: choose loss bce or ce"
+        )
+    logger.warning(
+        "num_negatives=%d capped to %d: %s has %d items and loss %r needs num_negatives < items - 1 (%d); "
+        "the run records num_negatives=%d",
+        config.num_negatives,
+        limit,
+        dataset,
+        num_items,
+        config.loss,
+        num_items - 1,
+        limit,
+    )
+    return dataclasses.replace(config, num_negatives=limit)
 
 
 def resolve_device(device: str, *, check_only: bool = False) -> torch.device:
