@@ -66,6 +66,10 @@ def test_writes_every_file_with_official_headers(sim: dict[str, Any]) -> None:
     for name in ("big_matrix.csv", "small_matrix.csv"):
         assert (out / name).read_text().split("\n", 1)[0] == INTERACTION_HEADER
     assert (out / "item_categories.csv").read_text().split("\n", 1)[0] == "video_id,feat"
+    for name in ("kuairec_caption_category.csv", "item_daily_features.csv"):  # side files: official headers
+        header = (out / name).read_text(encoding="utf-8").split("\n", 1)[0]
+        assert header == ",".join(kuairec.OFFICIAL_FILES[name].column_names), name
+    assert (out / "side_ground_truth.json").is_file()
     for name in ("user_features.csv", "ground_truth.parquet", "simulation.json"):
         assert (out / name).is_file()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"

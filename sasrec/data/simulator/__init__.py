@@ -5,9 +5,17 @@
 
 from __future__ import annotations
 
-from sasrec.data.simulator.api import is_simulated, load_ground_truth, simulate, watch_ratio_statistics
+from sasrec.data.simulator.api import (
+    is_simulated,
+    load_ground_truth,
+    load_side_ground_truth,
+    simulate,
+    watch_ratio_statistics,
+)
 from sasrec.data.simulator.calibration import (
     BIG_SPAN,
+    CAPTION_FILE,
+    DAILY_FILE,
     DEFAULT_SCALE,
     GENERATOR_VERSION,
     GROUND_TRUTH_FILE,
@@ -23,9 +31,11 @@ from sasrec.data.simulator.calibration import (
     REAL_SMALL_VIDEOS,
     REAL_USERS,
     REAL_VIDEOS,
+    SIDE_GROUND_TRUTH_FILE,
     SMALL_SPAN,
     TAG_FREQUENCY,
     TAGS_PER_VIDEO_SHARE,
+    SideFileParams,
     SimulationParams,
 )
 
@@ -49,9 +59,14 @@ __all__ = [
     "INTERACTION_COLUMNS",
     "GROUND_TRUTH_FILE",
     "METADATA_FILE",
+    "CAPTION_FILE",
+    "DAILY_FILE",
+    "SIDE_GROUND_TRUTH_FILE",
     "SimulationParams",
+    "SideFileParams",
     "is_simulated",
     "load_ground_truth",
+    "load_side_ground_truth",
     "simulate",
     "watch_ratio_statistics",
 ]

@@ -17,21 +17,33 @@ import scipy.sparse as sp
 from sasrec import paths
 from sasrec.data.simulator.calibration import (
     BIG_SPAN,
+    CAPTION_FILE,
+    DAILY_FILE,
     DEFAULT_SCALE,
     GENERATOR_VERSION,
     GROUND_TRUTH_FILE,
     MAX_SCALE,
     METADATA_FILE,
     MIN_SCALE,
+    SIDE_FILES_VERSION,
+    SIDE_GROUND_TRUTH_FILE,
+    SIDE_STREAM_KEY,
     SMALL_SPAN,
+    SideFileParams,
     SimulationParams,
 )
+from sasrec.data.simulator.captions import _caption_table
+from sasrec.data.simulator.daily import _daily_table
 from sasrec.data.simulator.matrices import _big_matrix, _small_matrix
+from sasrec.data.simulator.side_truth import NOTES as SIDE_TRUTH_NOTES
+from sasrec.data.simulator.side_truth import user_feature_truth
 from sasrec.data.simulator.world import _make_world, _World
 from sasrec.data.simulator.writer import (
     _user_features,
+    _write_captions,
     _write_interactions,
     _write_item_categories,
+    _write_item_daily,
     _write_user_features,
 )
 from sasrec.errors import ConfigError, DataValidationError, MissingDataError
@@ -70,6 +82,26 @@ def load_ground_truth(data_dir: Path) -> pd.DataFrame:
     return frame[expected]
 
 
+def load_side_ground_truth(data_dir: Path) -> dict[str, Any]:
+    """How much signal the simulated side files carry (``side_ground_truth.json``).
+
+    Returns:
+        {"version", "captions", "item_daily", "user_features", "notes"}: figures per side file (signal about
+        the tags, the watch_ratio and the taste; ``notes`` says what each section's figures mean).
+
+    Raises:
+        MissingDataError: ``data_dir`` holds no ``side_ground_truth.json`` (not a simulator folder, or one
+            written with ``side_files=False`` or by an older simulator).
+    """
+    path = Path(data_dir) / SIDE_GROUND_TRUTH_FILE
+    if not path.is_file():
+        raise MissingDataError(
+            f"{path} does not exist; the side files' ground truth exists only for simulated data written "
+            "with side files (`python -m sasrec simulate`)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def simulate(
     scale: float = DEFAULT_SCALE,
     seed: int = 0,
@@ -77,6 +109,8 @@ def simulate(
     *,
     progress: bool | None = None,
     params: SimulationParams | None = None,
+    side_files: bool = True,
+    side_params: SideFileParams | None = None,
 ) -> dict[str, Any]:
     """Generate KuaiRec-shaped data into ``out_dir`` (default ``sasrec.paths.simulated_dir()``).
 
@@ -87,6 +121,10 @@ def simulate(
         out_dir: output folder (created when missing).
         progress: show a progress bar (default: ``sasrec.cliutil.progress_enabled``).
         params: generative parameters (default :class:`SimulationParams`).
+        side_files: also write kuairec_caption_category.csv, item_daily_features.csv and
+            side_ground_truth.json (their random numbers come from a separate stream: the other files are
+            byte-identical either way; ``simulation.json`` gains the key ``side_files``).
+        side_params: parameters of the side files (default :class:`SideFileParams`).
 
     Returns:
         Summary: out_dir, counts, watch_ratio shares of each matrix, seconds.
@@ -99,20 +137,37 @@ def simulate(
 
     _check_arguments(scale, seed)
     params = params or SimulationParams()
+    side_params = side_params or SideFileParams()
     out = _prepare_output_folder(out_dir)
     started = time.perf_counter()
     rngs = _random_streams(seed)
 
-    bar = tqdm(total=7, desc="simulate", disable=not progress_enabled(progress), unit="step")
+    bar = tqdm(total=7 + side_files, desc="simulate", disable=not progress_enabled(progress), unit="step")
     try:
         world, big, small, truth = _generate(scale, params, rngs, bar)
-        _write_files(out, world, big, small, truth, rngs[3], bar)
+        users = _user_features(world.n_users, rngs[3])
+        side_counts = None
+        if side_files:
+            bar.set_postfix_str("caption and daily files")
+            side_counts = _write_side_files(out, world, big, users, params, side_params, seed)
+            bar.update()
+        else:
+            for name in (CAPTION_FILE, DAILY_FILE, SIDE_GROUND_TRUTH_FILE):  # no stale side files
+                (out / name).unlink(missing_ok=True)
+        _write_files(out, world, big, small, truth, users, bar)
         counts = _counts(world, big, small)
         shares = {
             "big_matrix": watch_ratio_statistics(big["watch_ratio"]),
             "small_matrix": watch_ratio_statistics(small["watch_ratio"]),
         }
         metadata = _metadata(scale, seed, params, counts, shares)
+        if side_counts is not None:
+            metadata["side_files"] = {
+                "version": SIDE_FILES_VERSION,
+                "files": [CAPTION_FILE, DAILY_FILE, SIDE_GROUND_TRUTH_FILE],
+                "parameters": asdict(side_params),
+                "counts": side_counts,
+            }
         paths.atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         bar.update()
     finally:
@@ -140,6 +195,15 @@ def _random_streams(seed: int) -> list[np.random.Generator]:
     """One independent generator per generative step, all derived from ``seed``."""
     streams = np.random.SeedSequence([int(seed), 0x5A5EC]).spawn(8)
     return [np.random.default_rng(s) for s in streams]
+
+
+def _side_streams(seed: int) -> dict[str, np.random.Generator]:
+    """The side files' generators: independent of :func:`_random_streams` (another entropy key)."""
+    streams = np.random.SeedSequence([int(seed), 0x5A5EC, SIDE_STREAM_KEY]).spawn(3)
+    return {
+        name: np.random.default_rng(s)
+        for name, s in zip(("captions", "daily", "truth"), streams, strict=True)
+    }
 
 
 def _generate(
@@ -177,14 +241,14 @@ def _write_files(
     big: dict[str, np.ndarray],
     small: dict[str, np.ndarray],
     truth: tuple[np.ndarray, np.ndarray, np.ndarray],
-    features_rng: np.random.Generator,
+    users: pd.DataFrame,
     bar: tqdm,
 ) -> None:
     """Write the side files first, then the matrices (what loaders look for) last."""
     bar.set_postfix_str("side files")
     _write_ground_truth(out / GROUND_TRUTH_FILE, truth)
     _write_item_categories(out / "item_categories.csv", world)
-    _write_user_features(out / "user_features.csv", _user_features(world.n_users, features_rng))
+    _write_user_features(out / "user_features.csv", users)
     bar.update()
     bar.set_postfix_str("writing big_matrix.csv")
     _write_interactions(out / "big_matrix.csv", big, date_as_float=False)
@@ -192,6 +256,35 @@ def _write_files(
     bar.set_postfix_str("writing small_matrix.csv")
     _write_interactions(out / "small_matrix.csv", small, date_as_float=True)
     bar.update()
+
+
+def _write_side_files(
+    out: Path,
+    world: _World,
+    big: dict[str, np.ndarray],
+    users: pd.DataFrame,
+    params: SimulationParams,
+    side_params: SideFileParams,
+    seed: int,
+) -> dict[str, int]:
+    """Write the caption and daily files and the ground truth of their signal; return their row counts."""
+    rngs = _side_streams(seed)
+    captions, caption_truth, tag_names = _caption_table(world, side_params, rngs["captions"])
+    daily, daily_truth = _daily_table(world, big, tag_names, side_params, rngs["daily"])
+    side_truth = {
+        "version": SIDE_FILES_VERSION,
+        "captions": caption_truth,
+        "item_daily": daily_truth,
+        "user_features": user_feature_truth(world, params, users, big["user_id"], rngs["truth"]),
+        "notes": SIDE_TRUTH_NOTES,
+    }
+    _write_captions(out / CAPTION_FILE, captions)
+    _write_item_daily(out / DAILY_FILE, daily)
+    paths.atomic_write_text(
+        out / SIDE_GROUND_TRUTH_FILE,
+        json.dumps(side_truth, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+    )
+    return {"caption_rows": len(captions), "item_daily_rows": daily.num_rows}
 
 
 def _counts(world: _World, big: dict[str, np.ndarray], small: dict[str, np.ndarray]) -> dict[str, int]:

@@ -22,6 +22,11 @@ its README and statistics notebook, and public audits of the files; the targets 
   the big matrix. Repeat views, exact duplicate rows and dates a day off the timestamp are added.
 * ``small_matrix``: every small user sees (almost) every small video; the order visits short segments of
   the small videos' chains, segments of a tag clustered in time, so the order carries the same transitions.
+* Side files (:class:`SideFileParams`, a random stream of their own, so the files above do not change):
+  ``kuairec_caption_category.csv`` (captions mixing tokens of per-tag vocabularies with filler tokens and
+  hashtags, categories derived from the main tag) and ``item_daily_features.csv`` (one row per video and
+  day of the big matrix's span from the upload day; counters from the big matrix's rows of that day), and
+  ``side_ground_truth.json``, how much signal each side file carries (user_features.csv included).
 * watch_ratio = Q(rho * x + sqrt(1 - rho^2) * eps): x is the rank-normalised user-video signal (taste . tags,
   quality, chain liking, user bias, shorter videos watched longer), eps standard normal noise, Q a
   monotone map calibrated per matrix to the real watch_ratio quantiles (heavy upper tail included).
@@ -182,3 +187,85 @@ class SimulationParams:
     duplicate_share: float = 0.07
     date_mismatch_share: float = 0.00124
     mean_gap_seconds: float = 3.0
+
+
+# ------------------------------------------------------------------------------------------ side files
+#: The two official side files the simulator also writes, and the ground truth of their signal.
+CAPTION_FILE = "kuairec_caption_category.csv"
+DAILY_FILE = "item_daily_features.csv"
+SIDE_GROUND_TRUTH_FILE = "side_ground_truth.json"
+#: Bump when the side files change for a given seed and scale (the other files follow GENERATOR_VERSION).
+SIDE_FILES_VERSION = "1"
+#: Entropy key of the side files' random streams: SeedSequence([seed, 0x5A5EC, SIDE_STREAM_KEY]) is
+#: independent of the streams of the matrices (SeedSequence([seed, 0x5A5EC]).spawn(8)), so writing the
+#: side files moves no draw of the other files.
+SIDE_STREAM_KEY = 0x51DE
+
+
+@dataclass(frozen=True)
+class SideFileParams:
+    """Parameters of the simulated caption and daily-statistics files (recorded in ``simulation.json``).
+
+    Real shares (in brackets) are measured on the real kuairec_caption_category.csv (KUAIREC.md).
+
+    Attributes:
+        tag_characters: CJK characters reserved for each of the 31 tags (pools are disjoint).
+        tag_vocabulary: tokens (2-4 characters of the tag's pool) in each tag's vocabulary.
+        filler_characters, filler_vocabulary: the shared pool and vocabulary of filler tokens.
+        generic_hashtags: platform-wide hashtags (4-8 filler characters), such as "thanks for trending".
+        mean_caption_words: mean tokens per caption (1 + Poisson, at most 12).
+        own_word_share, other_word_share: shares of caption tokens drawn from the video's own tags and from
+            a random tag's vocabulary (the rest are filler tokens).
+        hashtag_share: share of captions with hashtags (real: 65% of captions hold a '#').
+        own_hashtag_share: share of hashtags from the video's own tags (the rest are generic hashtags).
+        caption_missing_share: empty captions (real 12.6%).
+        cover_unknown_share: manual_cover_text "UNKNOWN" (real 62%).
+        comma_share, newline_share, quote_share, carriage_return_share: captions holding an ASCII comma,
+            a newline, ASCII double quotes, or a bare carriage return (at least one of each per file).
+        first_level_noise: share of videos whose first-level category is not their main tag's.
+        first_unknown_share: first-level category -124 (real 0.4%; every level is then unknown).
+        second_per_first, third_per_second: mean children per category (real 39 / 138 / 220 values).
+        second_unknown_share: second level -124 (real 33%); third_unknown_share: third level -124 among
+            videos whose second level is known (real 45%).
+        daily_play_scale: platform plays per simulated view: play_cnt of a video and day is this factor
+            times its big-matrix rows dated that day (duplicates included).
+        fresh_upload_share: share of videos uploaded 0-3 days before their first view (the others: on
+            average mean_upload_age_days before it, often before the big matrix's span).
+        mean_upload_age_days: mean age at first view of the other videos.
+        like_intercept, like_slope, like_video_sd: like probability of a view, expit(a + b log(watch_ratio
+            + 0.05) + sd z) with z a standard normal per video (its likability beyond the watch_ratio).
+        author_tag_noise: share of videos whose author is not one specialised in the video's main tag.
+        video_tag_noise, video_tag_unknown_share: video_tag of a random tag, or -124 "UNKNOWN".
+    """
+
+    tag_characters: int = 24
+    tag_vocabulary: int = 40
+    filler_characters: int = 160
+    filler_vocabulary: int = 120
+    generic_hashtags: int = 12
+    mean_caption_words: float = 5.0
+    own_word_share: float = 0.6
+    other_word_share: float = 0.05
+    hashtag_share: float = 0.6
+    own_hashtag_share: float = 0.55
+    caption_missing_share: float = 0.126
+    cover_unknown_share: float = 0.62
+    comma_share: float = 0.03
+    newline_share: float = 0.01
+    quote_share: float = 0.005
+    carriage_return_share: float = 0.0005
+    first_level_noise: float = 0.15
+    first_unknown_share: float = 0.004
+    second_per_first: float = 3.6
+    third_per_second: float = 1.6
+    second_unknown_share: float = 0.33
+    third_unknown_share: float = 0.45
+    daily_play_scale: int = 10
+    fresh_upload_share: float = 0.35
+    mean_upload_age_days: float = 40.0
+    like_intercept: float = -4.0
+    like_slope: float = 1.5
+    like_video_sd: float = 0.6
+    author_tag_noise: float = 0.1
+    video_tag_noise: float = 0.1
+    video_tag_unknown_share: float = 0.08

@@ -270,3 +270,36 @@ def _user_features(n_users: int, rng: np.random.Generator) -> pd.DataFrame:
 def _write_user_features(path: Path, frame: pd.DataFrame) -> None:
     with paths.atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+# ------------------------------------------------------------------------------------------ side files
+def _csv_field(values: pd.Series) -> pd.Series:
+    """CSV text of a column: fields holding a comma, a double quote or a newline are quoted (quotes
+    doubled); a bare carriage return stays unquoted, as in the real caption file."""
+    text = values.astype(object).where(values.notna(), "").astype(str)
+    needs_quotes = text.str.contains('[,"\n]', regex=True)
+    quoted = '"' + text.str.replace('"', '""', regex=False) + '"'
+    return text.where(~needs_quotes, quoted)
+
+
+def _write_captions(path: Path, frame: pd.DataFrame) -> None:
+    """kuairec_caption_category.csv: the official columns, one row per video, minimal quoting, '\\n' rows."""
+    fields = [_csv_field(frame[name]) for name in frame.columns]  # ten columns
+    line = fields[0]
+    for field in fields[1:]:
+        line = line + "," + field
+    text = ",".join(frame.columns) + "\n" + "\n".join(line.tolist()) + "\n"
+    with paths.atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+
+
+def _write_item_daily(path: Path, table: pa.Table) -> None:
+    """item_daily_features.csv: integers as integers, missing values as empty fields, no quoting."""
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, '[,"\r\n]')).as_py():
+            raise ValueError(f"{name}: a value needs quoting")  # never: the simulated names are plain
+    options = pv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
+    with paths.atomic_path(path) as tmp, tmp.open("wb") as handle:
+        handle.write((",".join(table.column_names) + "\n").encode())
+        pv.write_csv(table, handle, write_options=options)
