@@ -6,6 +6,8 @@ SHELL := /bin/bash
 PROFILE ?= full
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# wall time and peak memory of each notebook run (reports/<profile>/resources/*.json, the report's cost table)
+MEASURE = $(VENV)/bin/python -m sasrec report measure
 PAPERMILL := $(VENV)/bin/papermill
 JUPYTER := $(VENV)/bin/jupyter
 ARCHIVE ?=
@@ -60,7 +62,7 @@ $(DATA_STAMP): setup FORCE
 $(EXEC)/%.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(PKG_SRC) $(DATA_STAMP)
 	@mkdir -p $(EXEC) $(HTML)
 	@echo "== $* ($(PROFILE))"
-	$(PY) -m sasrec report measure --out $(OUT)/resources/$*.json -- \
+	$(MEASURE) --out $(OUT)/resources/$*.json -- \
 		$(PAPERMILL) $< $@.partial.ipynb -f params/$(PROFILE)/$*.yaml -k python3 --cwd notebooks --no-progress-bar \
 		--log-level WARNING
 	@mv $@.partial.ipynb $@

@@ -13,6 +13,10 @@ Relevance rules (``relevance``):
 * ``all``: every target is relevant (the original project's plain variant ranked all test items).
 
 ``resolve_relevance("original", explicit_negatives)`` picks the original project's rule for a model.
+
+Cold-start protocols (``cold_start``, :mod:`sasrec.data.cold_start`): :func:`build_eval_task` removes the
+withheld videos' / cold users' removed events from the input history (and from validation targets) and
+restricts the test targets to withheld videos (``items``) or to cold users (``users``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sasrec.data.cold_start import ColdStart
 from sasrec.data.contracts import (
     LABEL_COLUMNS,
     VALID,
@@ -160,6 +165,7 @@ def build_eval_task(
     relevance: str = "threshold",
     relevance_threshold: float | None = None,
     mask_history: bool = True,
+    cold_start: ColdStart | None = None,
 ) -> EvalTask:
     """Evaluation task of one dataset's split and stage: users with at least one target event.
 
@@ -171,13 +177,23 @@ def build_eval_task(
         relevance: ``threshold``, ``liked`` or ``all`` (see the module docstring).
         relevance_threshold: threshold of the ``threshold`` rule; default the dataset's (2.0 for KuaiRec).
         mask_history: exclude each user's input items from ranking (and from targets).
+        cold_start: a cold-start protocol (None or ``none``: the stage unchanged). Its removed events are
+            neither input nor targets; the test targets are withheld videos' (``items``) or cold users'
+            (``users``) events; the task's name ends with ``/cold_<protocol>`` and ``meta["cold_start"]``
+            records the protocol, seed and counts.
 
     The task's ``item_popularity`` counts the input events of every user of ``data`` (not only the
     evaluated ones); ``candidates`` are the items that exist (ids that never occur in data prepared
-    without remapping are never ranked).
+    without remapping are never ranked; withheld videos are candidates).
     """
     _check_relevance(relevance, relevance_threshold)
     history_mask, target_mask = data.stage_masks(split, stage)
+    name, meta = f"{data.name}/{split}/{stage}", {}
+    if cold_start is not None and cold_start.active:
+        selection = cold_start.select(data, split)
+        history_mask = history_mask & selection.keep
+        target_mask = target_mask & (selection.test_targets if stage == "test" else selection.keep)
+        name, meta = f"{name}/cold_{cold_start.protocol}", {"cold_start": dict(selection.info)}
     target_events = data.events[target_mask]
     users = np.unique(target_events["user"].to_numpy()).astype(np.int64)
     n_cols = data.num_items + 1
@@ -208,7 +224,7 @@ def build_eval_task(
     )
     return EvalTask(
         exclude=untimed_exclusions(data, row_of_user, len(users), n_cols, targets),
-        name=f"{data.name}/{split}/{stage}",
+        name=name,
         users=users,
         sequences=sequences,
         history=history,
@@ -221,7 +237,14 @@ def build_eval_task(
         user_ids=np.asarray(data.user_ids, dtype=np.int64)[users],
         item_ids=_column_ids(data),
         item_popularity=data.item_counts(history_mask),
-        meta={"dataset": data.name, "split": split, "stage": stage, "maxlen": maxlen, "relevance": relevance},
+        meta={
+            "dataset": data.name,
+            "split": split,
+            "stage": stage,
+            "maxlen": maxlen,
+            "relevance": relevance,
+            **meta,
+        },
     )
 
 

@@ -52,11 +52,14 @@ def metrics_payload(
     """The metrics JSON shared by ``train --metrics_json`` and ``baseline --metrics_json``.
 
     Shape: {"model", "dataset", "split", "protocol", "k", "relevance", "relevance_threshold", "data_source",
-    "valid": {metric: value, ..., "users": n} or None, "test": {...} or None, **extra}. ``extra`` may
-    override ``data_source``, ``relevance`` and ``relevance_threshold``.
+    "cold_start", "valid": {metric: value, ..., "users": n} or None, "test": {...} or None, **extra}.
+    ``cold_start`` is the cold-start protocol of the tasks (their ``meta["cold_start"]``: protocol, seed,
+    fraction, withheld videos or cold users), ``{"protocol": "none"}`` without one. ``extra`` may override
+    ``data_source``, ``relevance``, ``relevance_threshold`` and ``cold_start``.
     """
     thresholds = [r.relevance_threshold for r in (valid, test) if r is not None]
     rules = [r.relevance for r in (valid, test) if r is not None]
+    cold = [r.meta["cold_start"] for r in (test, valid) if r is not None and "cold_start" in r.meta]
     payload: dict[str, Any] = {
         "model": model,
         "dataset": dataset,
@@ -66,6 +69,7 @@ def metrics_payload(
         "relevance": rules[0] if rules else None,
         "relevance_threshold": thresholds[0] if thresholds else None,
         "data_source": None,
+        "cold_start": dict(cold[0]) if cold else {"protocol": "none"},
         "valid": dict(valid.summary) if valid is not None else None,
         "test": dict(test.summary) if test is not None else None,
     }

@@ -4,6 +4,10 @@ Every baseline is fitted on the events selected by a boolean mask over ``Prepare
 the training events of its ``split``) and scores any :class:`~sasrec.data.EvalTask` of the same item
 space from the task's own input (``task.history`` / ``task.sequences``), so one fitted model serves the
 validation, test and big-to-small tasks. Scores are (B, I+1) float32 torch tensors with column 0 = -inf.
+
+Every baseline takes ``target`` (:mod:`sasrec.models.targets`): the fitted matrix or counts hold only the
+target events among the masked ones (``graded``: their weights as values); the history a user is scored
+from stays every view. ``random`` accepts and ignores it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from sasrec.data.contracts import TRAIN, EvalTask, PreparedData, split_column
 from sasrec.errors import ConfigError
+from sasrec.models.targets import check_target, event_weights, target_counts, target_matrix
 from sasrec.ranking import hashed_uniform, top_k_items
 
 BASELINES = ("random", "pop", "itemknn", "ease", "als", "markov")
@@ -39,7 +44,8 @@ def _rows_dense(task: EvalTask, rows: np.ndarray) -> torch.Tensor:
 
 
 def _gram(x: sp.csr_matrix, user_block: int = 4096) -> torch.Tensor:
-    """Dense (C, C) float32 co-occurrence matrix ``X^T X`` of a binary (U, C) CSR, accumulated over user blocks.
+    """Dense (C, C) float32 ``X^T X`` of a (U, C) CSR (binary: co-occurrence counts; or the ``graded``
+    target's weights), accumulated over user blocks.
 
     Dense block products beat sparse-sparse products on KuaiRec's dense matrices (16% and 99.6% filled).
     """
@@ -49,7 +55,7 @@ def _gram(x: sp.csr_matrix, user_block: int = 4096) -> torch.Tensor:
         block = x[lo : lo + user_block].tocoo()
         dense = torch.zeros(block.shape, dtype=torch.float32)  # (b, C)
         dense[torch.from_numpy(block.row.astype(np.int64)), torch.from_numpy(block.col.astype(np.int64))] = (
-            1.0
+            torch.from_numpy(block.data.astype(np.float32))
         )
         gram.addmm_(dense.T, dense)  # (C, b) @ (b, C)
     return gram
@@ -69,14 +75,16 @@ class Baseline:
         name: registry name.
         seed: random seed.
         split: split whose training events are the default fitting mask.
+        target: which fitted events are positives (:data:`~sasrec.models.targets.TARGETS`; default views).
     """
 
     name: ClassVar[str] = "baseline"
 
-    def __init__(self, *, seed: int = 0, split: str = "temporal") -> None:
+    def __init__(self, *, seed: int = 0, split: str = "temporal", target: str = "views") -> None:
         split_column(split)  # validates
         self.seed = int(seed)
         self.split = split
+        self.target = check_target(target)
         self.num_items: int | None = None
 
     def _mask(self, data: PreparedData, mask: np.ndarray | None) -> np.ndarray:
@@ -118,7 +126,8 @@ class Baseline:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(seed={self.seed}, split={self.split!r})"
+        target = "" if self.target == "views" else f", target={self.target!r}"
+        return f"{type(self).__name__}(seed={self.seed}, split={self.split!r}{target})"
 
 
 class RandomBaseline(Baseline):
@@ -140,12 +149,12 @@ class RandomBaseline(Baseline):
 
 
 class PopBaseline(Baseline):
-    """Most popular: number of fitting events of each item (repeat views count)."""
+    """Most popular: number of fitting target events of each item (repeat views count; ``graded``: weights)."""
 
     name = "pop"
 
     def _fit(self, data: PreparedData, mask: np.ndarray) -> None:
-        self.counts = data.item_counts(mask).astype(np.float32)  # (C,)
+        self.counts = target_counts(data, mask, self.target).astype(np.float32)  # (C,)
 
     def _score(self, task: EvalTask, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.counts).expand(len(rows), -1).clone()  # (B, C)
@@ -154,16 +163,23 @@ class PopBaseline(Baseline):
 class ItemKNNBaseline(Baseline):
     """Item-based collaborative filtering with cosine similarity (Sarwar et al., WWW 2001).
 
-    ``S[i, j] = |U_i & U_j| / sqrt(|U_i| |U_j|)`` on the binary user x item matrix, diagonal zeroed,
-    optionally keeping each item's ``neighbors`` largest similarities; ``score = history @ S``.
+    ``S[i, j] = |U_i & U_j| / sqrt(|U_i| |U_j|)`` on the binary user x item matrix of the target events
+    (``graded``: the cosine of the weighted columns), diagonal zeroed, optionally keeping each item's
+    ``neighbors`` largest similarities; ``score = history @ S``.
     """
 
     name = "itemknn"
 
     def __init__(
-        self, *, seed: int = 0, split: str = "temporal", neighbors: int | None = None, block: int = 2048
+        self,
+        *,
+        seed: int = 0,
+        split: str = "temporal",
+        neighbors: int | None = None,
+        block: int = 2048,
+        target: str = "views",
     ) -> None:
-        super().__init__(seed=seed, split=split)
+        super().__init__(seed=seed, split=split, target=target)
         if neighbors is not None and int(neighbors) < 1:
             raise ConfigError(f"itemknn neighbors must be a positive integer or None; got {neighbors!r}")
         if int(block) < 1:
@@ -172,7 +188,7 @@ class ItemKNNBaseline(Baseline):
         self.block = int(block)
 
     def _fit(self, data: PreparedData, mask: np.ndarray) -> None:
-        sim = _gram(data.interaction_matrix(mask))  # (C, C) co-occurrence counts |U_i & U_j|
+        sim = _gram(target_matrix(data, mask, self.target))  # (C, C) co-occurrence counts |U_i & U_j|
         n_cols = sim.shape[0]
         norms = sim.diagonal().sqrt()  # (C,) sqrt(|U_i|)
         inv = torch.where(norms > 0, 1.0 / norms.clamp(min=1e-12), torch.zeros_like(norms))
@@ -207,20 +223,23 @@ class ItemKNNBaseline(Baseline):
 class EASEBaseline(Baseline):
     """EASE^R (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
 
-    ``P = (X^T X + lambda I)^-1``, ``B = I - P diag(1 / diag(P))`` (so ``diag(B) = 0``),
-    ``score = history @ B``; dense float32 via a Cholesky inverse.
+    ``P = (X^T X + lambda I)^-1``, ``B = I - P diag(1 / diag(P))`` (so ``diag(B) = 0``), X the target
+    events' matrix (binary, or the ``graded`` weights), ``score = history @ B``; dense float32 via a
+    Cholesky inverse.
     """
 
     name = "ease"
 
-    def __init__(self, *, seed: int = 0, split: str = "temporal", l2: float = 500.0) -> None:
-        super().__init__(seed=seed, split=split)
+    def __init__(
+        self, *, seed: int = 0, split: str = "temporal", l2: float = 500.0, target: str = "views"
+    ) -> None:
+        super().__init__(seed=seed, split=split, target=target)
         if not float(l2) > 0:
             raise ConfigError(f"ease l2 (lambda) must be positive; got {l2!r}")
         self.l2 = float(l2)
 
     def _fit(self, data: PreparedData, mask: np.ndarray) -> None:
-        gram = _gram(data.interaction_matrix(mask))  # (C, C) X^T X
+        gram = _gram(target_matrix(data, mask, self.target))  # (C, C) X^T X
         gram.diagonal().add_(self.l2)
         chol = torch.linalg.cholesky(gram)
         precision = torch.cholesky_inverse(chol)  # (C, C) P
@@ -235,8 +254,8 @@ class EASEBaseline(Baseline):
 class ALSBaseline(Baseline):
     """Implicit-feedback matrix factorisation (Hu, Koren & Volinsky, ICDM 2008) with ``implicit``'s CPU ALS.
 
-    Confidence of an observed pair is ``1 + alpha`` (Hu et al.'s ``1 + alpha * r`` with binary r),
-    unobserved pairs have confidence 1 and preference 0. Users of any task are scored from their
+    Confidence of an observed (target) pair is ``1 + alpha`` (Hu et al.'s ``1 + alpha * r`` with binary r;
+    under the ``graded`` target r is the pair's weight), unobserved pairs have confidence 1 and preference 0. Users of any task are scored from their
     history row: their factors are recomputed exactly by implicit's ``recalculate_user`` (a batched
     least-squares solve against the fitted item factors), then ``score = x_u . y_i``.
     """
@@ -254,8 +273,9 @@ class ALSBaseline(Baseline):
         iterations: int = 15,
         num_threads: int = 0,
         progress: bool = False,
+        target: str = "views",
     ) -> None:
-        super().__init__(seed=seed, split=split)
+        super().__init__(seed=seed, split=split, target=target)
         for label, value in (("factors", factors), ("iterations", iterations)):
             if int(value) < 1:
                 raise ConfigError(f"als {label} must be a positive integer; got {value!r}")
@@ -268,9 +288,13 @@ class ALSBaseline(Baseline):
         self.num_threads = int(num_threads)
         self.progress = bool(progress)
 
-    def _confidence(self, binary: sp.csr_matrix) -> sp.csr_matrix:
-        conf = sp.csr_matrix(binary, dtype=np.float32, copy=True)
-        conf.data[:] = 1.0 + self.alpha
+    def _confidence(self, matrix: sp.csr_matrix, *, graded: bool = False) -> sp.csr_matrix:
+        """``1 + alpha`` on every stored pair of a binary ``matrix``, ``1 + alpha * r`` when ``graded``."""
+        conf = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        if graded:
+            conf.data[:] = 1.0 + self.alpha * conf.data.astype(np.float64)
+        else:
+            conf.data[:] = 1.0 + self.alpha
         return conf
 
     def _fit(self, data: PreparedData, mask: np.ndarray) -> None:
@@ -292,7 +316,10 @@ class ALSBaseline(Baseline):
                     num_threads=self.num_threads,
                     random_state=self.seed,
                 )
-                model.fit(self._confidence(data.interaction_matrix(mask)), show_progress=self.progress)
+                fitted = target_matrix(data, mask, self.target)
+                model.fit(
+                    self._confidence(fitted, graded=self.target == "graded"), show_progress=self.progress
+                )
         self.model = model
         self.item_factors = torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))  # (C, F)
 
@@ -311,7 +338,9 @@ class MarkovBaseline(Baseline):
 
     ``score_j = (1 - backoff) * (T_ij + smoothing) / (T_i + smoothing * I) + backoff * pop_j`` where
     ``T_ij`` counts transitions i -> j inside each user's fitting sequence (time order, repeats kept) and
-    ``pop_j`` is item j's share of fitting events. A user without history (last item 0) gets the
+    ``pop_j`` is item j's share of fitting events. Under a ``target`` other than views, the sequence stays
+    every view and a transition counts (with its weight) only into a target event: from the previous
+    viewed item i into a target item j; ``pop_j`` is the share of target events. A user without history (last item 0) gets the
     popularity ranking. This is the "first-order transition" baseline of KuaiRec measurements (and the
     Markov-chain component of FPMC, Rendle et al., WWW 2010).
     """
@@ -319,9 +348,15 @@ class MarkovBaseline(Baseline):
     name = "markov"
 
     def __init__(
-        self, *, seed: int = 0, split: str = "temporal", smoothing: float = 0.1, backoff: float = 0.01
+        self,
+        *,
+        seed: int = 0,
+        split: str = "temporal",
+        smoothing: float = 0.1,
+        backoff: float = 0.01,
+        target: str = "views",
     ) -> None:
-        super().__init__(seed=seed, split=split)
+        super().__init__(seed=seed, split=split, target=target)
         if float(smoothing) < 0:
             raise ConfigError(f"markov smoothing must be >= 0; got {smoothing!r}")
         if not 0.0 <= float(backoff) <= 1.0:
@@ -336,11 +371,20 @@ class MarkovBaseline(Baseline):
         starts[indptr[:-1][np.diff(indptr) > 0]] = True  # first event of each user's sequence
         nxt = np.flatnonzero(~starts)  # positions with a predecessor of the same user
         prev_items, next_items = items[nxt - 1], items[nxt]
+        weights = event_weights(data, mask, self.target)
+        if weights is None:
+            step_weights, counts = np.ones(len(nxt), dtype=np.float32), np.bincount(items, minlength=n_cols)
+        else:
+            masked = weights[mask]  # (n_masked,) in sequence order, as ``items``
+            step_weights = masked[nxt]  # (n_steps,) the weight of the event stepped into
+            counts = np.bincount(items, weights=masked.astype(np.float64), minlength=n_cols)
         self.transitions = sp.csr_matrix(
-            (np.ones(len(nxt), dtype=np.float32), (prev_items, next_items)), shape=(n_cols, n_cols)
-        )  # duplicates summed: transition counts
+            (step_weights, (prev_items, next_items)), shape=(n_cols, n_cols)
+        )  # duplicates summed: transition counts (or weights)
+        if weights is not None:
+            self.transitions.eliminate_zeros()  # steps into non-target events
         self.out_counts = np.asarray(self.transitions.sum(axis=1), dtype=np.float64).ravel()  # (C,)
-        counts = np.bincount(items, minlength=n_cols).astype(np.float64)
+        counts = counts.astype(np.float64)
         counts[0] = 0.0
         self.popularity = (counts / max(counts.sum(), 1.0)).astype(np.float32)  # (C,)
 
@@ -415,3 +459,8 @@ class OracleScorer:
             )
         dense = self.expected[np.asarray(rows, dtype=np.int64)].toarray()
         return _finish(torch.from_numpy(dense))
+
+
+# The side-feature baselines ("content", "hybrid": they need features=, so they are not in BASELINES) subclass
+# Baseline: their module is imported last and adds them to _REGISTRY.
+from sasrec.models import content as _content  # noqa: E402, F401

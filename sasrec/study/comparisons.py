@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import kendalltau
 
+from sasrec.data.cold_start import ColdStart
 from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_cross_task, build_eval_task, resolve_relevance
 from sasrec.errors import ConfigError, DataValidationError
@@ -43,11 +44,13 @@ def fit_baselines(
     fit_on: str,
     seed: int = 0,
     stages: Sequence[str] = ("valid", "test"),
+    cold_start: ColdStart | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{name: {stage: fitted baseline}}`` under the policy; each carries ``fit_events`` (count and digest,
     and its ``target`` when a baseline's ``target`` parameter is not views) and ``fit_seconds``.
 
     Under ``train`` one fit serves both stages; under ``train_valid`` the test stage's model is refit.
+    ``cold_start``: the cold-start protocol whose removed events no model is fit on (as the trained models).
     """
     from sasrec.models.baselines import make_baseline
     from sasrec.models.targets import describe_target
@@ -57,7 +60,7 @@ def fit_baselines(
     for name, params in baselines.items():
         fitted[name], by_mask = {}, {}
         for stage in stages:
-            mask = policy_mask(data, split, fit_on, stage)
+            mask = policy_mask(data, split, fit_on, stage, cold_start=cold_start)
             digest = events_digest(data, mask)
             if digest["sha256"] not in by_mask:
                 started = time.perf_counter()

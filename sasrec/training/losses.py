@@ -1,4 +1,9 @@
-"""Training losses: BCE with one negative, full cross-entropy in chunks, sampled softmax, gBCE."""
+"""Training losses: BCE with one negative, full cross-entropy in chunks, sampled softmax, gBCE.
+
+Each loss takes optional per-position weights (``position_weight``): the ``graded`` training target's
+``sum(w * loss) / N`` over the N loss positions (:mod:`sasrec.models.targets`); without them every loss is
+computed exactly as before.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +17,30 @@ def bce_loss(
     neg_logits: torch.Tensor,
     valid: torch.Tensor,
     neg_weight: torch.Tensor | None = None,
+    position_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reference SASRec loss: mean over valid positions of -log s(pos) plus (weighted) -log(1 - s(neg)).
 
     Equals ``BCEWithLogits(pos, 1) + BCEWithLogits(neg, 0)`` averaged over the non-padding positions, as
-    in Kang & McAuley; ``neg_weight`` (same shape) scales each negative term (``weighted_dislike``).
+    in Kang & McAuley; ``neg_weight`` (same shape) scales each negative term (``weighted_dislike``),
+    ``position_weight`` (same shape) each position's whole term (``graded``), still divided by the number
+    of valid positions.
     """
     n_valid = valid.sum().clamp(min=1)
     neg_terms = F.softplus(neg_logits)
     if neg_weight is not None:
         neg_terms = neg_terms * neg_weight
     per_position = F.softplus(-pos_logits) + neg_terms  # (B, T)
+    if position_weight is not None:
+        per_position = per_position * position_weight  # (B, T)
     return (per_position * valid).sum() / n_valid
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy over all items except padding, never materialising all logits.
 
-    Forward keeps only each row's log-sum-exp; backward recomputes the logits chunk by chunk.
+    Forward keeps only each row's log-sum-exp; backward recomputes the logits chunk by chunk. With
+    ``row_weight`` (N,), row n's term is scaled by ``row_weight[n]`` (the sum is still divided by N).
     """
 
     @staticmethod
@@ -39,6 +50,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         weight: torch.Tensor,
         targets: torch.Tensor,
         chunk_size: int,
+        row_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n = hidden.shape[0]
         lse = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
@@ -49,12 +61,16 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             lse[start : start + chunk_size] = torch.logsumexp(logits, dim=-1)
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
+        ctx.row_weight = row_weight  # type: ignore[attr-defined]
+        if row_weight is not None:
+            return ((lse - target_logits) * row_weight).sum() / max(n, 1)
         return (lse - target_logits).sum() / max(n, 1)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor):  # type: ignore[override]
         hidden, weight, targets, lse = ctx.saved_tensors  # type: ignore[attr-defined]
         chunk_size: int = ctx.chunk_size  # type: ignore[attr-defined]
+        row_weight: torch.Tensor | None = ctx.row_weight  # type: ignore[attr-defined]
         n = hidden.shape[0]
         scale = grad_out / max(n, 1)
         grad_hidden = torch.empty_like(hidden)
@@ -66,10 +82,13 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             probs = torch.exp(logits - lse[start : start + chunk_size, None])  # (c, I+1)
             rows = torch.arange(h.shape[0], device=h.device)
             probs[rows, targets[start : start + chunk_size]] -= 1.0
-            probs *= scale
+            if row_weight is not None:
+                probs *= (scale * row_weight[start : start + chunk_size])[:, None]  # (c, I+1)
+            else:
+                probs *= scale
             grad_hidden[start : start + chunk_size] = probs @ weight  # (c, d)
             grad_weight.addmm_(probs.T, h)  # (I+1, d)
-        return grad_hidden, grad_weight, None, None
+        return grad_hidden, grad_weight, None, None, None
 
 
 #: Above this many catalogue items per gathered item, gathered logits gather embeddings instead of computing
@@ -139,20 +158,36 @@ def gathered_logits(
 
 
 def chunked_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 2048
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int = 2048,
+    position_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Full cross-entropy of ``targets`` (N,) given ``hidden`` (N, d) and item embeddings (I+1, d).
 
     Klenitskiy & Vasilev (RecSys 2023): softmax over every item; column 0 (padding) is excluded. Memory is
-    O(chunk_size x I) instead of O(N x I).
+    O(chunk_size x I) instead of O(N x I). ``position_weight`` (N,) scales each row's term (``graded``):
+    ``sum(w * ce) / N``.
     """
-    return _ChunkedCrossEntropy.apply(hidden, weight, targets, int(chunk_size))
+    if position_weight is None:
+        return _ChunkedCrossEntropy.apply(hidden, weight, targets, int(chunk_size))
+    row_weight = position_weight.detach().to(hidden.dtype)  # (N,)
+    return _ChunkedCrossEntropy.apply(hidden, weight, targets, int(chunk_size), row_weight)
 
 
-def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
-    """Mean of -log softmax([pos, negs])[0] over rows: ``pos_logits`` (N,), ``neg_logits`` (N, K)."""
+def sampled_softmax_loss(
+    pos_logits: torch.Tensor, neg_logits: torch.Tensor, position_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of -log softmax([pos, negs])[0] over rows: ``pos_logits`` (N,), ``neg_logits`` (N, K).
+
+    ``position_weight`` (N,) scales each row's term: ``sum(w * loss) / N``.
+    """
     logits = torch.cat([pos_logits.unsqueeze(-1), neg_logits], dim=-1)  # (N, K+1)
-    return (torch.logsumexp(logits, dim=-1) - pos_logits).mean()
+    per_row = torch.logsumexp(logits, dim=-1) - pos_logits  # (N,)
+    if position_weight is None:
+        return per_row.mean()
+    return (per_row * position_weight).sum() / max(per_row.numel(), 1)
 
 
 def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
@@ -161,12 +196,21 @@ def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
-def gbce_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor, beta: float) -> torch.Tensor:
+def gbce_loss(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    beta: float,
+    position_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Generalised BCE (Petrov & Macdonald, RecSys 2023): -log s(pos)^beta - sum log(1 - s(neg)).
 
     Averaged over the N x (K + 1) logits as gSASRec's ``BCEWithLogitsLoss`` over the transformed positive
     logit and the negatives; computed in the stable form beta * softplus(-pos) + softplus(neg).
+    ``position_weight`` (N,) scales each row's K + 1 terms (the denominator stays N x (K + 1)).
     """
     pos_terms = beta * F.softplus(-pos_logits)  # (N,)
     neg_terms = F.softplus(neg_logits).sum(-1)  # (N,)
-    return (pos_terms + neg_terms).sum() / (pos_logits.numel() * (neg_logits.shape[-1] + 1))
+    per_row = pos_terms + neg_terms  # (N,)
+    if position_weight is not None:
+        per_row = per_row * position_weight
+    return per_row.sum() / (pos_logits.numel() * (neg_logits.shape[-1] + 1))

@@ -19,20 +19,33 @@ class TrainingSequences:
         inputs: (n, maxlen) the last maxlen training items before the user's final training item.
         targets: (n, maxlen) the next item at each position, 0 at padding.
         window: (n, maxlen) the last maxlen training items, the final one included (masked-item models).
+        weights: (n, maxlen) float32 target weight of the event at each position of ``window`` (0 at
+            padding), or None when every view is a target (``target: views``). A model's loss target at
+            position t is ``window[:, t]`` or 0 (next item or masked item), so these weights are the loss
+            weights of its positions (:func:`sasrec.training.loop.batch_loss_terms`).
     """
 
     users: np.ndarray
     inputs: np.ndarray
     targets: np.ndarray
     window: np.ndarray
+    weights: np.ndarray | None = None
 
 
 def training_sequences(
-    data: PreparedData, split: str, maxlen: int, *, mask: np.ndarray | None = None
+    data: PreparedData,
+    split: str,
+    maxlen: int,
+    *,
+    mask: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainingSequences:
     """Build :class:`TrainingSequences` from the ``mask`` events (default: the training events of ``split``).
 
-    Vectorised; users with fewer than two such events have no training sequence.
+    Vectorised; users with fewer than two such events have no training sequence. ``weights`` (len(events),)
+    are the events' target weights (:func:`sasrec.models.targets.event_weights`): the sequences stay every
+    masked view, the weights follow their events into :attr:`TrainingSequences.weights`, and a user whose
+    window holds no target event (every weight 0) has no training sequence (nothing to learn from).
     """
     if mask is None:
         mask, _ = data.stage_masks(split, "valid")
@@ -40,11 +53,22 @@ def training_sequences(
     lengths = np.diff(indptr)  # (U+1,)
     users = np.flatnonzero(lengths >= 2).astype(np.int64)
     tails = left_padded_tails(indptr, items, users, maxlen + 1)  # (n, maxlen + 1)
+    window_weights = None
+    if weights is not None:
+        # 1-based positions of the masked events in the tails (0 = padding) pick their weights
+        positions = left_padded_tails(indptr, np.arange(1, len(items) + 1), users, maxlen + 1)
+        by_position = np.zeros(len(items) + 1, dtype=np.float32)  # (n_masked + 1,) 0 for padding
+        by_position[1:] = np.asarray(weights, dtype=np.float32)[mask]
+        window_weights = by_position[positions[:, 1:]]  # (n, maxlen)
+        keep = (window_weights > 0).any(axis=1)  # (n,)
+        users, tails, window_weights = users[keep], tails[keep], window_weights[keep]
     inputs = tails[:, :-1].copy()
     window = tails[:, 1:].copy()
     targets = window.copy()
     targets[inputs == 0] = 0
-    return TrainingSequences(users=users, inputs=inputs, targets=targets, window=window)
+    return TrainingSequences(
+        users=users, inputs=inputs, targets=targets, window=window, weights=window_weights
+    )
 
 
 def item_popularity(data: PreparedData, mask: np.ndarray | None = None) -> np.ndarray:
