@@ -181,3 +181,28 @@ def test_torchrun_two_processes_match_one_process_and_share_checkpoints(
     assert "epoch   4  loss" in done.stdout and "epoch   1  loss" not in done.stdout
     last = sorted((world["root"] / "models" / "small_matrix_one").glob("*.last.pth"))
     assert [p.name.split(".")[1] for p in last] == ["epoch=4"]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_the_real_size_profiles_model_from_its_config_file(
+    kuairec_world: dict[str, Path],
+) -> None:
+    """``make train-ddp DDP_PROFILE=real``'s path: the profile's big-matrix model as a --config file, 2 processes."""
+    import yaml
+
+    from sasrec.study.profiles import profile_train_config
+
+    world = kuairec_world
+    config = profile_train_config("real", "05_cross_dataset", "sasrec_bce", with_data_dir=False)
+    config_file = world["root"] / "real.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    metrics = world["root"] / "real.json"
+    done = _train(world, 2, f"--config={config_file}", "--train_dir=real", "--num_epochs=1", "--device=cpu",
+                  "--progress=false", f"--metrics_json={metrics}")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "x 2 processes (gloo)" in done.stdout and "training sasrec on big_matrix" in done.stdout
+    trained = json.loads(metrics.read_text())["config"]
+    profile = {**config, "num_epochs": 1}
+    for key in ("maxlen", "batch_size", "hidden_units", "num_blocks", "num_heads", "dropout_rate", "lr", "loss",
+                "split", "fit_on", "num_epochs"):  # fmt: skip
+        assert trained[key] == profile[key], key
