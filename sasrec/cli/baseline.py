@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from sasrec.cli.common import check_at_least, check_data_dir, dataset_argument, str2bool
+from sasrec.data.cold_start import COLD_START_PROTOCOLS, ColdStart, cold_start_of
 from sasrec.data.contracts import SPLITS, PreparedData
 from sasrec.data.preparation.splits import default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
@@ -28,6 +29,7 @@ from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import PROTOCOLS, EvalResult, evaluate
 from sasrec.evaluation.results import metrics_payload, write_metrics_json
 from sasrec.models.baselines import BASELINES, Baseline
+from sasrec.models.targets import TARGETS
 from sasrec.paths import check_writable, models_dir, user_path
 
 TABLE_METRICS = ("ndcg", "graded_ndcg", "precision", "recall", "hr", "mrr", "map", "coverage")
@@ -67,12 +69,14 @@ def _fit_and_evaluate(
     split: str,
     tasks: dict[str, Any],
     eval_kwargs: dict,
+    cold_start: ColdStart | None = None,
 ) -> tuple[dict[str, Baseline], dict[str, EvalResult], dict[str, float]]:
-    """Fit under the policy (:func:`~sasrec.study.comparisons.fit_baselines`) and evaluate each stage's task."""
+    """Fit under the policy and the cold-start protocol (:func:`~sasrec.study.comparisons.fit_baselines`) and
+    evaluate each stage's task."""
     from sasrec.study.comparisons import fit_baselines
 
     models = fit_baselines(data, {args.model: params}, split=split, fit_on=args.fit_on, seed=args.seed,
-                           stages=tuple(tasks))[args.model]  # fmt: skip
+                           stages=tuple(tasks), cold_start=cold_start)[args.model]  # fmt: skip
     timings: dict[str, float] = {}
     results, timed = {}, set()
     for stage, task in tasks.items():
@@ -119,6 +123,18 @@ def _check_arguments(args: argparse.Namespace) -> tuple[str, str | None, Path | 
     return dataset, training, data_dir
 
 
+def _cold_start(args: argparse.Namespace) -> ColdStart | None:
+    """The cold-start protocol of the flags (one-line refusal of a bad value), None under ``none``; the
+    big-to-small test (``--training_dataset``) has none."""
+    spec = cold_start_of(args)
+    if spec is not None and args.training_dataset:
+        raise ConfigError(
+            f"--cold_start={args.cold_start} applies to the within-matrix split; the big-to-small test "
+            "(--training_dataset) has no cold-start protocol: use --cold_start=none"
+        )
+    return spec
+
+
 def _load(
     load_prepared: Any, flag: str, dataset: str, data_dir: Path | None, progress: bool | None
 ) -> PreparedData:
@@ -134,10 +150,11 @@ def run(args: argparse.Namespace) -> int:
     from sasrec.data.preparation.pipeline import load_prepared
 
     params = parse_params(args.param)
-    reserved = sorted({"seed", "split"} & set(params))
+    reserved = sorted({"seed", "split", "target"} & set(params))
     if reserved:
         raise ConfigError(f"--param {reserved[0]}=... is not allowed: use --{reserved[0]}")
     dataset, training, data_dir = _check_arguments(args)
+    cold_start = _cold_start(args)
     progress = False if args.no_progress else None
     data = _load(load_prepared, "--dataset", dataset, data_dir, progress)
     # Validation and fitting happen on the dataset the model is fitted on: the training dataset of a
@@ -147,23 +164,34 @@ def run(args: argparse.Namespace) -> int:
     relevance = {"relevance": args.relevance, "relevance_threshold": args.relevance_threshold}
     eval_kwargs: dict[str, Any] = {"k": args.k, "protocol": args.eval_protocol, "num_negatives": args.num_eval_negatives,
                                    "seed": args.seed, "batch_size": args.batch_size, "progress": progress}  # fmt: skip
-    valid_task = build_eval_task(rec_data, split, "valid", maxlen=args.maxlen, **relevance)
+    valid_task = build_eval_task(
+        rec_data, split, "valid", maxlen=args.maxlen, **relevance, cold_start=cold_start
+    )
     if args.training_dataset:  # rank the test dataset's videos from each user's whole history
         test_task = build_cross_task(rec_data, data, maxlen=args.maxlen, **relevance)
     else:
-        test_task = build_eval_task(data, split, "test", maxlen=args.maxlen, **relevance)
-    models, results, timings = _fit_and_evaluate(args, params, rec_data, split, {"valid": valid_task, "test": test_task},
-                                                 eval_kwargs)  # fmt: skip
+        test_task = build_eval_task(
+            data, split, "test", maxlen=args.maxlen, **relevance, cold_start=cold_start
+        )
+
+    fit_params = {**params, "target": args.target}  # the fitted events' positives (scoring: every view)
+    models, results, timings = _fit_and_evaluate(args, fit_params, rec_data, split, {"valid": valid_task, "test": test_task},
+                                                 eval_kwargs, cold_start)  # fmt: skip
     valid, test, test_model = results["valid"], results["test"], models["test"]
 
+    target = f", target {args.target}" if args.target != "views" else ""
+    cold = f", cold start {args.cold_start}" if cold_start is not None else ""
     print(
-        f"baseline {args.model} on {test_task.name} ({args.eval_protocol} protocol, k={args.k}, fit on {args.fit_on})"
+        f"baseline {args.model} on {test_task.name} ({args.eval_protocol} protocol, k={args.k}, fit on {args.fit_on}"
+        f"{target}{cold})"
     )
+
     print(format_table({"valid": valid, "test": test}, args.k))
     extra: dict[str, Any] = {
         "data_source": data.meta.get("data_source"),
         "training_dataset": args.training_dataset,
         "fit_on": args.fit_on,
+        "target": args.target,
         "fit_events": test_model.fit_events,
         "valid_task": valid.task_name,
         "test_task": test.task_name,
@@ -220,6 +248,12 @@ def add_parser(subparsers: Any) -> None:
         help="fitting policy shared by every model (default train)",
     )
     parser.add_argument(
+        "--target",
+        default="views",
+        choices=TARGETS,
+        help="which fitted views are positives: views (default), liked, relevant, graded (weighted by watch_ratio)",
+    )
+    parser.add_argument(
         "--relevance",
         default="threshold",
         choices=("threshold", "liked", "all"),
@@ -233,6 +267,34 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         help="relevant = watch_ratio > threshold (default: the dataset's, 2.0)",
+    )
+    parser.add_argument(
+        "--cold_start",
+        "--cold-start",
+        default="none",
+        choices=COLD_START_PROTOCOLS,
+        help="cold-start protocol: none (default), items (withhold videos) or users (test cold users)",
+    )
+    parser.add_argument(
+        "--cold_start_frac",
+        "--cold-start-frac",
+        type=float,
+        default=0.1,
+        help="fraction of videos withheld / users made cold (default 0.1)",
+    )
+    parser.add_argument(
+        "--cold_user_events",
+        "--cold-user-events",
+        type=int,
+        default=5,
+        help="training events a cold user keeps (k, default 5)",
+    )
+    parser.add_argument(
+        "--cold_start_seed",
+        "--cold-start-seed",
+        type=int,
+        default=0,
+        help="seed of the withheld videos / cold users (default 0)",
     )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -23,6 +23,7 @@ import torch
 
 from sasrec.cli.common import check_data_dir, dataset_argument, str2bool
 from sasrec.config import load_yaml_mapping
+from sasrec.data.cold_start import COLD_START_PROTOCOLS
 from sasrec.data.contracts import SPLITS, PreparedData
 from sasrec.data.preparation.splits import check_split_usable, default_split
 from sasrec.data.tasks import build_cross_task, build_eval_task
@@ -31,6 +32,7 @@ from sasrec.evaluation.metrics import headline_metrics
 from sasrec.evaluation.protocol import EvalResult
 from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.locks import locked
+from sasrec.models.targets import TARGETS
 from sasrec.paths import check_writable, user_path
 from sasrec.training.checkpoints import latest_checkpoint, load_checkpoint, run_dir
 from sasrec.training.config import (
@@ -60,7 +62,9 @@ COMMAND_FLAGS = (
 )
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Settings an evaluation takes from the checkpoint; a flag that contradicts one is refused.
-CHECKPOINT_SETTINGS = ("model", "split", "maxlen", "loss", "relevance", "relevance_threshold")
+CHECKPOINT_SETTINGS = ("model", "split", "maxlen", "loss", "relevance", "relevance_threshold", "cold_start",
+                       "cold_start_frac", "cold_user_events", "cold_start_seed", "features",
+                       "id_embedding")  # fmt: skip
 # Settings an evaluation of a checkpoint takes from the flags.
 EVALUATION_SETTINGS = ("k", "eval_protocol", "num_eval_negatives", "seed")
 
@@ -72,6 +76,17 @@ def _optional_float(value: str) -> float | None:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or none, got {value!r}") from None
+
+
+def _features_argument(value: str) -> str:
+    """A ``--features`` value: none, all or a comma list of groups (checked; lower case, no spaces)."""
+    from sasrec.training.features import parse_features
+
+    try:
+        parse_features(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return ",".join(part.strip() for part in value.lower().split(","))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -152,6 +167,11 @@ def _add_study_data_flags(parser: argparse.ArgumentParser, models: list[str]) ->
     )
     add("--loss", choices=LOSSES)
     add(
+        "--target",
+        choices=TARGETS,
+        help="which fitted views are positives: views (default), liked, relevant, graded (weighted by watch_ratio)",
+    )
+    add(
         "--split",
         choices=SPLITS,
         help="default temporal; leave_one_out for SASRec text files (they have no time)",
@@ -161,6 +181,14 @@ def _add_study_data_flags(parser: argparse.ArgumentParser, models: list[str]) ->
         choices=FIT_POLICIES,
         help="fitting policy: train (default) or train_valid (retrain for the selected epochs)",
     )
+    add(
+        "--cold_start",
+        choices=COLD_START_PROTOCOLS,
+        help="cold-start protocol: none (default), items (withhold videos) or users (test cold users)",
+    )
+    add("--cold_start_frac", type=float, help="fraction of videos withheld / users made cold (default 0.1)")
+    add("--cold_user_events", type=int, help="training events a cold user keeps (k, default 5)")
+    add("--cold_start_seed", type=int, help="seed of the withheld videos / cold users (default 0)")
     add("--seed", type=int)
 
 
@@ -196,6 +224,19 @@ def _add_study_training_flags(parser: argparse.ArgumentParser) -> None:
         help="dropout of attention probabilities (default: dropout_rate)",
     )
     add("--fast_dropout", type=str2bool, metavar="BOOL", help="cheap CPU dropout masks (default true)")
+    add(
+        "--features",
+        type=_features_argument,
+        metavar="{none,all,GROUP[,GROUP...]}",
+        help="side features fused into every model's item (and user) representation: none (default), all "
+        "(every available group) or a comma list of tags, categories, caption, item_daily, user",
+    )
+    add(
+        "--id_embedding",
+        type=str2bool,
+        metavar="BOOL",
+        help="keep the item id embeddings beside the features (default true; false: content only)",
+    )
     add("--amp", type=str2bool, metavar="BOOL", help="bf16 autocast on CUDA (no effect on CPU)")
     add("--compile", type=str2bool, metavar="BOOL", help="torch.compile the model")
     add(
@@ -342,8 +383,18 @@ def _recommend(
 
 # ------------------------------------------------------------------------------------------ evaluation
 def _test_task(data: PreparedData, config: TrainConfig, maxlen: int) -> Any:
-    task = build_eval_task(data, config.split, "test", maxlen=maxlen, **config.relevance_arguments())
-    return require_relevant(task, "test", config)
+    task = build_eval_task(data, config.split, "test", maxlen=maxlen, **config.relevance_arguments(),
+                           cold_start=config.cold_start_spec())  # fmt: skip
+    try:
+        return require_relevant(task, "test", config)
+    except ConfigError as exc:
+        if config.cold_start_spec() is None:
+            raise
+        tested = "withheld videos" if config.cold_start == "items" else "cold users"
+        raise ConfigError(
+            f"{exc}; under cold_start={config.cold_start} only the {tested}' test events are targets: raise "
+            "cold_start_frac or choose another relevance"
+        ) from None
 
 
 def _evaluate(model: Any, popularity: np.ndarray, task: Any, config: TrainConfig, device: Any) -> EvalResult:
@@ -427,6 +478,11 @@ def _inference(settings: dict[str, Any]) -> int:
     extra = {"checkpoint": str(checkpoint), "trained_on": payload["dataset"], "config": saved.to_dict(),
              "fit_events": payload.get("fit_events")}  # fmt: skip
     if settings.get("inference_only"):
+        if training_name and config.cold_start_spec() is not None:
+            raise ConfigError(
+                f"checkpoint {checkpoint.name} was trained under cold_start={config.cold_start}; the "
+                "big-to-small test has no cold-start protocol: evaluate it without --training_dataset"
+            )
         if training_name:
             task = build_cross_task(train_data, data, maxlen=model.maxlen, **config.relevance_arguments())
             result = _evaluate(model, popularity, require_relevant(task, "test", config), config, device)
@@ -440,8 +496,9 @@ def _inference(settings: dict[str, Any]) -> int:
             results = {}
             for stage in ("valid", "test"):
                 task = build_eval_task(
-                    data, config.split, stage, maxlen=model.maxlen, **config.relevance_arguments()
-                )
+                    data, config.split, stage, maxlen=model.maxlen, **config.relevance_arguments(),
+                    cold_start=config.cold_start_spec(),
+                )  # fmt: skip
                 results[stage] = _evaluate(
                     model, popularity, require_relevant(task, stage, config), config, device
                 )
@@ -504,10 +561,14 @@ def _describe(config: TrainConfig, data: PreparedData, device: torch.device, con
     variants = (", explicit negatives" if config.explicit_negatives else "") + (
         ", weighted dislikes" if config.weighted_dislike else ""
     )
+    variants += f", target {config.target}" if config.target != "views" else ""
     processes = f" x {context.world_size} processes ({context.backend})" if context.distributed else ""
+    cold = f", cold start {config.cold_start}" if config.cold_start_spec() is not None else ""
+    if config.features != "none":
+        cold += f", features {config.features}" + ("" if config.id_embedding else " without id embeddings")
     return (
         f"training {config.model} on {data.name} ({data.num_users} users, {data.num_items} items, split "
-        f"{config.split}, loss {config.loss}{variants}, fit on {config.fit_on}) on {device}{processes}"
+        f"{config.split}, loss {config.loss}{variants}, fit on {config.fit_on}{cold}) on {device}{processes}"
     )
 
 

@@ -17,7 +17,7 @@ class SequentialScorer:
     """Scores every item from each task row's last ``maxlen`` items (the ``Scorer`` protocol).
 
     Rows with an empty sequence get ``popularity`` (or zeros) and are recorded in ``fallback_rows`` /
-    ``fallback_users``. With ``reuse_buffer`` (the default) the scores of one call live in a buffer that the
+    ``fallback_users``. A model fusing user features also receives each row's user index (``task.users``). With ``reuse_buffer`` (the default) the scores of one call live in a buffer that the
     next call overwrites: use them (or copy them) before scoring again, as the evaluation does.
     """
 
@@ -75,7 +75,9 @@ class SequentialScorer:
         if empty.any():
             self._fallback_rows.append(rows[empty])
             self._fallback_users.append(np.asarray(task.users)[rows[empty]].astype(np.int64))
-        return self.score_sequences(seqs)
+        fused_users = getattr(self.model, "user_features", False)
+        users = np.asarray(task.users, dtype=np.int64)[rows] if fused_users else None  # (n,) or None
+        return self.score_sequences(seqs, users=users)
 
     def _buffer(self, n_rows: int, n_cols: int) -> torch.Tensor:
         """The output scores: one buffer reused across calls when ``reuse_buffer`` (a fresh one per batch of
@@ -87,12 +89,13 @@ class SequentialScorer:
             self._out = torch.empty((n_rows, n_cols), dtype=torch.float32, device=self.device)
         return self._out[:n_rows]
 
-    def score_sequences(self, seqs: np.ndarray) -> torch.Tensor:
+    def score_sequences(self, seqs: np.ndarray, users: np.ndarray | None = None) -> torch.Tensor:
         """(n, I+1) float32 scores after left-padded item sequences ``seqs`` (n, T); column 0 is -inf.
 
         Only the last ``maxlen`` positions are used; all-padding columns of a batch are dropped (the models
         are invariant to left padding); empty sequences get the popularity scores. On CUDA the batches are
-        copied from pinned memory without blocking, and ``amp`` scores under bf16 autocast.
+        copied from pinned memory without blocking, and ``amp`` scores under bf16 autocast. ``users`` (n,):
+        each row's user index for models fusing user features (None: unknown users, index 0).
         """
         seqs = np.asarray(seqs, dtype=np.int64)[:, -self.model.maxlen :]  # (n, T)
         n_cols = self.model.num_items + 1
@@ -111,10 +114,14 @@ class SequentialScorer:
                     if cuda:
                         batch = batch.pin_memory()
                     batch = batch.to(self.device, non_blocking=cuda)
+                    extra = {}
+                    if users is not None:
+                        part_users = np.ascontiguousarray(users[start : start + len(part)], dtype=np.int64)
+                        extra["users"] = torch.from_numpy(part_users).to(self.device)  # (b,)
                     if autocast.__class__ is nullcontext:  # float32: straight into the output rows
-                        self.model.score_all(batch, out=out[start : start + len(part)])
+                        self.model.score_all(batch, out=out[start : start + len(part)], **extra)
                     else:
-                        out[start : start + len(part)] = self.model.score_all(batch).float()
+                        out[start : start + len(part)] = self.model.score_all(batch, **extra).float()
         finally:
             self.model.train(was_training)
         if empty.any():

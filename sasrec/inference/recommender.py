@@ -8,6 +8,11 @@ The checkpoint carries everything needed: the architecture, the weights, the con
 trained with and the map from its item indices to the original video ids, so no dataset has to be
 loaded. Videos the model never saw are ignored (and counted); a history with no known video gets the
 popularity ranking of the events the model was fit on.
+
+A model trained with side features (``features``) carries their tensors too: a video of its dataset that
+never occurred in the training events is scored from its features (as an input of a history and as a
+candidate), without the side files. ``user_id`` (original id) adds the user's features when the model fuses
+them; without it the user is unknown (no user features).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +34,9 @@ from sasrec.models.base import SequentialRecommender
 from sasrec.ranking import top_k_items
 from sasrec.training.checkpoints import check_fingerprint, load_checkpoint
 from sasrec.training.config import TrainConfig, resolve_device
+
+if TYPE_CHECKING:
+    from sasrec.data.features import FeatureTable
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,8 @@ class Recommender:
         existing: (I+1,) bool, the items that occur in the model's dataset (None: every item but padding);
             only these are recommended (data prepared without remapping index ids that never occur).
         fingerprint: the fingerprint of the model's dataset (checked by :meth:`recommend_dataset`).
+        user_ids: (U+1,) original user id of each user index (entry 0 is padding), for ``user_id`` lookups of
+            models fusing user features; None: users unknown.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class Recommender:
         device: str | torch.device = "cpu",
         existing: np.ndarray | None = None,
         fingerprint: str | None = None,
+        user_ids: np.ndarray | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -78,11 +89,24 @@ class Recommender:
         self.model.to(self.device)
         known = self.item_ids[1:]
         self._index = pd.Series(np.arange(1, len(self.item_ids), dtype=np.int64), index=known)
+        self.user_ids = None if user_ids is None else np.asarray(user_ids, dtype=np.int64)
+        self._user_index = (
+            None
+            if self.user_ids is None
+            else pd.Series(np.arange(1, len(self.user_ids), dtype=np.int64), index=self.user_ids[1:])
+        )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu") -> Recommender:
-        """Load a checkpoint written by ``python -m sasrec train`` (verified against its recorded digest)."""
-        model, config, payload = load_checkpoint(path, map_location="cpu")
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", features: FeatureTable | None = None
+    ) -> Recommender:
+        """Load a checkpoint written by ``python -m sasrec train`` (verified against its recorded digest).
+
+        ``features``: a side-feature table to check against the one the model was trained with (the model
+        scores from the tensors its checkpoint carries; a table with another digest is refused with
+        :class:`~sasrec.errors.CheckpointMismatchError`).
+        """
+        model, config, payload = load_checkpoint(path, map_location="cpu", features=features)
         return cls.from_loaded(model, config, payload, path, device=device)
 
     @classmethod
@@ -100,8 +124,9 @@ class Recommender:
             payload["popularity"].numpy() if "popularity" in payload else np.zeros(model.num_items + 1)
         )
         existing = payload["existing_items"].numpy() if "existing_items" in payload else None
+        user_ids = payload["user_ids"].numpy() if "user_ids" in payload else None
         return cls(model, config, payload["item_ids"].numpy(), popularity, checkpoint=Path(path), device=device,
-                   existing=existing, fingerprint=payload.get("fingerprint"))  # fmt: skip
+                   existing=existing, fingerprint=payload.get("fingerprint"), user_ids=user_ids)  # fmt: skip
 
     @property
     def num_items(self) -> int:
@@ -113,8 +138,26 @@ class Recommender:
         mapped = self._index.reindex(np.asarray(list(video_ids), dtype=np.int64)).to_numpy()
         return mapped[~np.isnan(mapped)].astype(np.int64)
 
-    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """(n, I+1) scores of every item after each history (original video ids, oldest first)."""
+    def _user_indices(self, user_ids: Sequence[int | None] | None, n: int) -> np.ndarray | None:
+        """(n,) user indices of original ``user_ids`` (0 for None or an unknown user), or None when the model
+        fuses no user features."""
+        if not self.model.user_features:
+            return None
+        if user_ids is None or self._user_index is None:
+            return np.zeros(n, dtype=np.int64)
+        if len(user_ids) != n:
+            raise ConfigError(f"user_ids has {len(user_ids)} entries for {n} histories")
+        keys = np.array([-1 if user is None else int(user) for user in user_ids], dtype=np.int64)  # (n,)
+        mapped = self._user_index.reindex(keys).to_numpy()  # NaN for unknown users
+        return np.where(np.isnan(mapped), 0, mapped).astype(np.int64)
+
+    def score(
+        self, histories: Sequence[Sequence[int]], user_ids: Sequence[int | None] | None = None
+    ) -> torch.Tensor:
+        """(n, I+1) scores of every item after each history (original video ids, oldest first).
+
+        ``user_ids``: each history's original user id, read by models fusing user features (None: unknown).
+        """
         lengths = np.array([len(history) for history in histories], dtype=np.int64)
         flat = np.fromiter(
             (v for history in histories for v in history), dtype=np.int64, count=int(lengths.sum())
@@ -131,10 +174,11 @@ class Recommender:
             indptr, mapped[known].astype(np.int64), np.arange(len(histories)), self.model.maxlen
         )
         scorer = SequentialScorer(self.model, popularity=self.popularity, device=self.device)
-        return scorer.score_sequences(seqs)  # (n, I+1); popularity for histories with no known video
+        users = self._user_indices(user_ids, len(histories))
+        return scorer.score_sequences(seqs, users=users)  # (n, I+1); popularity for empty histories
 
     def recommend(
-        self, video_ids: Sequence[int], k: int = 10, *, exclude_seen: bool = True
+        self, video_ids: Sequence[int], k: int = 10, *, exclude_seen: bool = True, user_id: int | None = None
     ) -> Recommendations:
         """The top-``k`` videos after a watch history ``video_ids`` (original ids, oldest first).
 
@@ -142,10 +186,11 @@ class Recommender:
             video_ids: the history; only the last ``maxlen`` known videos are used.
             k: how many videos to return (at most the number of recommendable videos).
             exclude_seen: never recommend a video of the history.
+            user_id: the user's original id, for a model fusing user features (None: an unknown user).
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"k must be a positive integer; got {k!r}")
-        scores = self.score([video_ids])  # (1, I+1)
+        scores = self.score([video_ids], None if user_id is None else [user_id])  # (1, I+1)
         rankable = torch.ones_like(scores, dtype=torch.bool)
         rankable[:, 0] = False
         if self.existing is not None:

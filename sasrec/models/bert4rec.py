@@ -27,6 +27,10 @@ Deliberate, documented differences from the paper:
   standard deviations (as BERT). The authors' code draws every weight from the truncated N(0, 0.02); on the
   planted-sequence test of ``tests/test_models.py`` that needed about twice the epochs and failed some
   seeds at the test's budget.
+* Side features (``feature_spec``, ``id_embedding``): the item rows 1..I are the shared fused table of
+  :meth:`~sasrec.models.base.SequentialRecommender.item_table`; ``[MASK]`` keeps its own learned row (under
+  ``id_embedding=False``, the one row of ``special_emb``) and no features; user features are added at every
+  real position, ``[MASK]`` included.
 * Training uses one masked copy of each user's window per epoch (:meth:`BERT4Rec.training_batch`); the
   authors' code additionally duplicates sequences with fresh masks and adds copies with only the last item
   masked. A row with no masked position has its last item masked, so every row trains.
@@ -40,6 +44,8 @@ from training it too briefly; they train it with early stopping on validation, w
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +95,8 @@ class BERT4Rec(SequentialRecommender):
         attention_dropout: dropout on attention probabilities; None means ``dropout_rate`` (as BERT).
         mask_prob: probability that a training position is masked (the paper's rho).
         fast_dropout: draw CPU dropout masks from 16-bit random integers (:func:`~sasrec.models.layers.fast_dropout`).
+        feature_spec: side-feature groups fused into the item (and user) representation, or None.
+        id_embedding: keep the id embeddings beside the features (False: content only; needs features).
     """
 
     name = "bert4rec"
@@ -108,6 +116,8 @@ class BERT4Rec(SequentialRecommender):
         attention_dropout: float | None = None,
         mask_prob: float = 0.2,
         fast_dropout: bool = True,
+        feature_spec: dict[str, Any] | None = None,
+        id_embedding: bool = True,
     ) -> None:
         super().__init__()
         require_positive(num_items=num_items, hidden_units=hidden_units, num_blocks=num_blocks,
@@ -131,6 +141,7 @@ class BERT4Rec(SequentialRecommender):
         self.head = nn.Linear(hidden_units, hidden_units)  # W^P, b^P of Eq. (7)
         self.head_norm = nn.LayerNorm(hidden_units, eps=LAYER_NORM_EPS)
         self.reset_parameters()
+        self.init_item_representation(feature_spec, id_embedding, hidden_units=hidden_units, special_rows=1)
 
     def reset_parameters(self) -> None:
         """Embeddings N(0, 0.02) truncated at 2 std (as BERT; padding row zero); linear layers
@@ -144,16 +155,18 @@ class BERT4Rec(SequentialRecommender):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def forward(self, seqs: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, seqs: torch.Tensor, *, last_only: bool = False, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Output-layer states (B, T, d) of left-padded sequences ``seqs`` (B, T), T <= maxlen.
 
         ``seqs`` may hold the ``[MASK]`` id (I + 1); padded positions output zeros. With ``last_only`` the
         last layer computes only the final position (its keys still cover every position) and (B, 1, d)
-        is returned.
+        is returned. ``users`` (B,): each row's user index (read only when user features are fused).
         """
         length = self.check_length(seqs)
         distance_from_end = torch.arange(length - 1, -1, -1, device=seqs.device)  # (T,)
-        x = self.item_emb(seqs) + self.pos_emb(distance_from_end)  # (B, T, d)
+        x = self.embed_items(seqs, users) + self.pos_emb(distance_from_end)  # (B, T, d)
         x = self.emb_dropout(self.emb_norm(x))  # (B, T, d)
         valid = seqs != 0  # (B, T)
         additive = self.layers[0].attention.uses_explicit_attention(seqs.device)
@@ -166,10 +179,6 @@ class BERT4Rec(SequentialRecommender):
             else:
                 x = layer(x, x, mask)  # (B, T, d)
         return self.head_norm(F.gelu(self.head(x))) * keep  # (B, T or 1, d)
-
-    def output_embeddings(self) -> torch.Tensor:
-        """(I + 1, d) item embeddings scored against: rows 0..I (the ``[MASK]`` row is never a candidate)."""
-        return self.item_emb.weight[: self.num_items + 1]
 
     def training_batch(
         self,
@@ -193,15 +202,16 @@ class BERT4Rec(SequentialRecommender):
         loss_targets = torch.where(masked, window, 0)  # (B, T)
         return model_input, loss_targets
 
-    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, seqs: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) output at a ``[MASK]`` appended after the last item of each sequence of ``seqs`` (B, T).
 
         When the result would exceed ``maxlen`` the oldest column is dropped. Only dropping what does not fit
-        keeps a row's scores independent of its left padding (and so of the other rows of its batch).
+        keeps a row's scores independent of its left padding (and so of the other rows of its batch). The
+        output embeddings (the base class's) are rows 0..I: the ``[MASK]`` row is never a candidate.
         """
         mask_column = torch.full((seqs.shape[0], 1), self.mask_id, dtype=seqs.dtype, device=seqs.device)
         shifted = torch.cat([seqs, mask_column], dim=1)[:, -self.maxlen :]  # (B, min(T + 1, maxlen))
-        return self.forward(shifted, last_only=True)[:, -1, :]  # (B, d)
+        return self.forward(shifted, last_only=True, users=users)[:, -1, :]  # (B, d)
 
     def model_kwargs(self) -> dict[str, object]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""
@@ -216,4 +226,5 @@ class BERT4Rec(SequentialRecommender):
             "attention_dropout": first.attention_dropout,
             "mask_prob": self.mask_prob,
             "fast_dropout": self.emb_dropout.fast,
+            **self.feature_kwargs(),
         }

@@ -21,6 +21,10 @@ Hidasi & Czapp ("The effect of third party implementations on reproducibility", 
   embedding and a hidden dropout per dataset (0.0-0.5), and its tuned cross-entropy setting for Yoochoose
   uses 0.0 and 0.2, the preset here. Presets in :data:`sasrec.training.config.MODEL_PRESETS`.
 
+Side features (``feature_spec``, ``id_embedding``): the tied table is the base class's fused item table
+(:meth:`~sasrec.models.base.SequentialRecommender.item_table`), and user features are added to every real
+input step, as in every model of this study.
+
 Difference from the paper: GRU4Rec trains on session-parallel mini-batches, carrying the hidden state
 across batches; here, like every model of this study, it trains on each user's last ``maxlen`` training
 items with every position a next-item example, and scoring restarts the GRU from a zero state on the input
@@ -39,6 +43,7 @@ nothing on training windows, which are mostly full.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,6 +65,8 @@ class GRU4Rec(SequentialRecommender):
         maxlen: longest input sequence.
         dropout_rate: dropout on the GRU output and between stacked GRU layers (none on the embeddings).
         fast_dropout: draw CPU dropout masks from 16-bit random integers (:func:`~sasrec.models.layers.fast_dropout`).
+        feature_spec: side-feature groups fused into the (tied) item and the user representation, or None.
+        id_embedding: keep the id embeddings beside the features (False: content only; needs features).
     """
 
     name = "gru4rec"
@@ -74,6 +81,8 @@ class GRU4Rec(SequentialRecommender):
         maxlen: int = 200,
         dropout_rate: float = 0.2,
         fast_dropout: bool = True,
+        feature_spec: dict[str, Any] | None = None,
+        id_embedding: bool = True,
     ) -> None:
         super().__init__()
         require_positive(num_items=num_items, hidden_units=hidden_units, num_blocks=num_blocks, maxlen=maxlen)
@@ -91,6 +100,7 @@ class GRU4Rec(SequentialRecommender):
         )
         self.out_dropout = _Dropout(dropout_rate, fast_dropout)
         self.reset_parameters()
+        self.init_item_representation(feature_spec, id_embedding, hidden_units=hidden_units)
 
     def reset_parameters(self) -> None:
         """Item embeddings N(0, 0.02) (padding row zero); GRU weights uniform(+-1/sqrt(d)), biases zero."""
@@ -104,36 +114,36 @@ class GRU4Rec(SequentialRecommender):
             else:
                 nn.init.zeros_(param)
 
-    def _run_right_aligned(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_right_aligned(
+        self, seqs: torch.Tensor, users: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(GRU outputs (B, T, d) of the right-aligned sequences, left padding per row (B, 1)).
 
         Row b's real items sit at steps 0..L_b - 1 of the outputs; steps after them read padding.
+        ``users`` (B,): each row's user index (read only when user features are fused).
         """
         length = self.check_length(seqs)
         shift = (seqs == 0).sum(dim=1, keepdim=True)  # (B, 1) amount of left padding
         columns = torch.arange(length, device=seqs.device)  # (T,)
         # Rotating each row left by its padding puts its items first and its padding (zeros) last.
         right_aligned = seqs.gather(1, (columns + shift) % length)  # (B, T)
-        outputs, _ = self.gru(self.item_emb(right_aligned))  # (B, T, d)
+        outputs, _ = self.gru(self.embed_items(right_aligned, users))  # (B, T, d)
         return outputs, shift
 
-    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, seqs: torch.Tensor, *, users: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (B, T, d) of left-padded sequences ``seqs`` (B, T); zeros at padded positions."""
         length = seqs.shape[1]
-        outputs, shift = self._run_right_aligned(seqs)
+        outputs, shift = self._run_right_aligned(seqs, users)
         columns = torch.arange(length, device=seqs.device)  # (T,)
         back = ((columns - shift) % length).unsqueeze(-1).expand(-1, -1, self.hidden_units)  # (B, T, d)
         hidden = outputs.gather(1, back) * (seqs != 0).unsqueeze(-1)  # (B, T, d) left-aligned again
         return self.out_dropout(hidden)
 
-    def output_embeddings(self) -> torch.Tensor:
-        """(I + 1, d) the item embeddings, tied with the GRU's input embeddings."""
-        return self.item_emb.weight
-
-    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, seqs: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) each row's last real output, read straight from the right-aligned run (step L_b - 1);
-        empty sequences give 0 (as :meth:`forward`'s padded positions)."""
-        outputs, shift = self._run_right_aligned(seqs)
+        empty sequences give 0 (as :meth:`forward`'s padded positions). The output embeddings are the
+        base class's item table, tied with the GRU's input embeddings."""
+        outputs, shift = self._run_right_aligned(seqs, users)
         lengths = seqs.shape[1] - shift.squeeze(1)  # (B,)
         rows = torch.arange(seqs.shape[0], device=seqs.device)  # (B,)
         last = outputs[rows, (lengths - 1).clamp(min=0)] * (lengths > 0).unsqueeze(1)  # (B, d)
@@ -148,4 +158,5 @@ class GRU4Rec(SequentialRecommender):
             "maxlen": self.maxlen,
             "dropout_rate": self.out_dropout.p,
             "fast_dropout": self.out_dropout.fast,
+            **self.feature_kwargs(),
         }

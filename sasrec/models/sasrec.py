@@ -4,7 +4,8 @@ The architecture follows the reference implementation (the authors' TensorFlow c
 PyTorch port): scaled item embeddings plus learned positional embeddings, embedding dropout, then blocks of
 ``Q = LN(x)``, causal single/multi-head attention over ``x`` with the output added to ``Q``, then
 ``LN`` and a point-wise feed-forward network with a residual connection, padding re-zeroed after every block,
-and a final layer norm. Items are scored by dot products with the shared item embedding.
+and a final layer norm. Items are scored by dot products with the shared item embedding
+(:meth:`~sasrec.models.base.SequentialRecommender.output_embeddings`: inputs and outputs tied, as in the paper).
 
 Deliberate, documented differences from the reference port:
 
@@ -36,11 +37,16 @@ Deliberate, documented differences from the reference port:
 
 Scoring needs only the last position: :meth:`SASRec.score_all` runs the last block for the final
 position only (``forward(..., last_only=True)``), which gives the same values at lower cost.
+
+Side features (``feature_spec``, ``id_embedding``): the item embeddings are the shared fused table of
+:meth:`~sasrec.models.base.SequentialRecommender.item_table` (SASRecF's and FDSA's item representation),
+scaled by sqrt(d) like the id embeddings; user features are added at every real input position.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +70,8 @@ class SASRec(SequentialRecommender):
         dropout_rate: dropout on embeddings, feed-forward layers and (by default) attention probabilities.
         attention_dropout: dropout on attention probabilities; None means ``dropout_rate`` (the reference).
         fast_dropout: draw CPU dropout masks from 16-bit random integers (see :func:`fast_dropout`).
+        feature_spec: side-feature groups fused into the item (and user) representation, or None (ids only).
+        id_embedding: keep the id embeddings beside the features (False: content only; needs features).
     """
 
     name = "sasrec"
@@ -80,6 +88,8 @@ class SASRec(SequentialRecommender):
         dropout_rate: float = 0.2,
         attention_dropout: float | None = None,
         fast_dropout: bool = True,
+        feature_spec: dict[str, Any] | None = None,
+        id_embedding: bool = True,
     ) -> None:
         super().__init__()
         require_positive(num_items=num_items, hidden_units=hidden_units, num_blocks=num_blocks,
@@ -106,6 +116,7 @@ class SASRec(SequentialRecommender):
         )
         self.last_layernorm = nn.LayerNorm(hidden_units, eps=1e-8)
         self.reset_parameters()
+        self.init_item_representation(feature_spec, id_embedding, hidden_units=hidden_units)
 
     def reset_parameters(self) -> None:
         """Embeddings N(0, 0.02) (padding row zero); linear weights Xavier-normal as the reference port."""
@@ -118,15 +129,18 @@ class SASRec(SequentialRecommender):
                 nn.init.xavier_normal_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, seqs: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, seqs: torch.Tensor, *, last_only: bool = False, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Hidden states (B, T, d) of left-padded item sequences ``seqs`` (B, T), T <= maxlen.
 
         With ``last_only`` the last block computes only the final position (its keys still cover every
         position) and (B, 1, d) is returned: the same values as ``forward(seqs)[:, -1:]``, cheaper.
+        ``users`` (B,): each row's user index (read only when user features are fused).
         """
         length = self.check_length(seqs)
         valid = seqs != 0  # (B, T)
-        x = self.item_emb(seqs) * math.sqrt(self.hidden_units)  # (B, T, d)
+        x = self.embed_items(seqs, users) * math.sqrt(self.hidden_units)  # (B, T, d)
         distance_from_end = torch.arange(length - 1, -1, -1, device=seqs.device)  # (T,)
         x = x + self.pos_emb(distance_from_end)  # (B, T, d)
         x = self.emb_dropout(x)
@@ -153,13 +167,9 @@ class SASRec(SequentialRecommender):
             x = ffn(ffn_ln(x)) * keep  # (B, T or 1, d)
         return self.last_layernorm(x)  # (B, T or 1, d)
 
-    def output_embeddings(self) -> torch.Tensor:
-        """(I + 1, d) the shared item embeddings (inputs and outputs are tied, as in the paper)."""
-        return self.item_emb.weight
-
-    def last_hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, seqs: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) output of the last position of ``seqs`` (B, T); the last block computes that position only."""
-        return self.forward(seqs, last_only=True)[:, -1, :]
+        return self.forward(seqs, last_only=True, users=users)[:, -1, :]
 
     def model_kwargs(self) -> dict[str, object]:
         """Constructor keywords that rebuild this architecture (stored in checkpoints)."""
@@ -173,4 +183,5 @@ class SASRec(SequentialRecommender):
             "dropout_rate": self.emb_dropout.p,
             "attention_dropout": first.attention_dropout,
             "fast_dropout": self.emb_dropout.fast,
+            **self.feature_kwargs(),
         }

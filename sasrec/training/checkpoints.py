@@ -12,6 +12,11 @@ where ``n`` is always the epoch whose weights the file holds:
 
 Every checkpoint records the dataset's fingerprint, the configuration, the fitted events' digest and a
 SHA-256 digest of its tensors; :func:`read_checkpoint` refuses a file whose tensors do not match it.
+
+A model trained with side features also records them (``features``: the setting, the groups, their
+``FeatureTable.schema()`` and digest) and carries their tensors as buffers of its state dict (inside the
+tensor digest), so it scores without the side files; :func:`load_checkpoint` given a feature table refuses
+one whose digest differs (:class:`CheckpointMismatchError`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +35,10 @@ from sasrec.errors import CheckpointMismatchError, ConfigError, IntegrityError, 
 from sasrec.models.base import SequentialRecommender, model_class
 from sasrec.paths import atomic_path, models_dir
 from sasrec.training.config import TrainConfig
+from sasrec.training.features import check_feature_table
+
+if TYPE_CHECKING:
+    from sasrec.data.features import FeatureTable
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "sasrec-checkpoint/2"
@@ -202,19 +211,29 @@ def saved_config(payload: dict[str, Any]) -> TrainConfig:
 
 
 def load_checkpoint(
-    path: str | Path, data: PreparedData | None = None, *, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    data: PreparedData | None = None,
+    *,
+    map_location: str | torch.device = "cpu",
+    features: FeatureTable | None = None,
 ) -> tuple[SequentialRecommender, TrainConfig, dict[str, Any]]:
     """Load a checkpoint: (model with the checkpoint's weights, in eval mode; its config; the payload).
+
+    The model's side-feature tensors come from the checkpoint; ``features``, when given, is only checked
+    against the digest the checkpoint records.
 
     Raises:
         MissingDataError: no such file.
         ConfigError: not a checkpoint of this project.
         IntegrityError: damaged file.
-        CheckpointMismatchError: ``data`` is given and its fingerprint differs from the checkpoint's.
+        CheckpointMismatchError: ``data`` is given and its fingerprint differs from the checkpoint's, or
+            ``features`` is given and its digest (over the checkpoint's groups) differs from the recorded one.
     """
     payload = read_checkpoint(path, map_location)
     if data is not None:
         check_fingerprint(payload, data, path)
+    if features is not None:
+        check_feature_table(payload, features, path)
     config = saved_config(payload)
     model = model_class(payload.get("model_name", "sasrec"))(**payload["model_kwargs"])
     model.load_state_dict(payload["model_state"])

@@ -11,9 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sasrec.data.cold_start import ColdStart, cold_start_of
 from sasrec.data.contracts import SPLITS
 from sasrec.errors import ConfigError
 from sasrec.models.base import model_class
+from sasrec.models.targets import check_target
+from sasrec.training.features import parse_features
 
 logger = logging.getLogger(__name__)
 LOSSES = ("bce", "ce", "sampled_softmax", "gbce")
@@ -47,17 +50,25 @@ class TrainConfig:
     """Every hyperparameter of a training run (the original project's flags plus the study's).
 
     ``model`` names a registered model (``sasrec``, ``gsasrec``, ``bert4rec``, ``gru4rec``);
-    ``weighted_dislike`` implies ``explicit_negatives``. Early stopping: training stops once ``patience``
+    ``weighted_dislike`` implies ``explicit_negatives``. ``target`` (``views``, ``liked``, ``relevant``,
+    ``graded``; :mod:`sasrec.models.targets`) selects which fitted views are positives of the loss (the input
+    stays every view); ``graded`` cannot be combined with explicit negatives. Early stopping: training stops once ``patience``
     epochs have passed without a better validation NDCG@k, but never before ``min_epochs`` (``patience``
     0 disables it). ``fit_on`` is the fitting policy shared by every model of a comparison: ``train``
     (parameters fit on training events; at test time the input includes the validation events) or
     ``train_valid`` (after selection on validation, the model is retrained on training + validation
     events for the selected number of epochs, with the same seed). ``relevance`` is the relevance rule of
     validation (``threshold``: watch_ratio > relevance_threshold; ``liked``; ``all``; ``original``:
-    the original project's, liked for dislike variants and all otherwise). ``amp`` runs CUDA training and
-    evaluation under bf16 autocast and ``compile`` wraps the model in ``torch.compile``; neither changes
-    CPU results. ``attention_dropout`` None follows the reference (the same rate as ``dropout_rate``);
+    the original project's, liked for dislike variants and all otherwise). ``cold_start`` (``none``,
+    ``items``, ``users``) with ``cold_start_frac``, ``cold_user_events`` and ``cold_start_seed`` selects a
+    cold-start protocol (:mod:`sasrec.data.cold_start`) for the fitting events and tasks. ``amp`` runs CUDA
+    training and evaluation under bf16 autocast and ``compile`` wraps the model in ``torch.compile``;
+    neither changes CPU results. ``attention_dropout`` None follows the reference (the same rate as ``dropout_rate``);
     ``fast_dropout`` selects the cheap CPU dropout masks of :func:`sasrec.models.layers.fast_dropout`.
+    ``features`` fuses side features into every model's item (and user) representation: ``none`` (ids
+    only, the default), ``all`` (every available group) or a comma list of ``tags``, ``categories``,
+    ``caption``, ``item_daily``, ``user`` (:mod:`sasrec.training.features`); ``id_embedding`` false leaves
+    items represented by their features alone (content only).
     """
 
     model: str = "sasrec"
@@ -68,6 +79,7 @@ class TrainConfig:
     explicit_negatives: bool = False
     weighted_dislike: bool = False
     dislike_weight: float = 2.0
+    target: str = "views"
     num_negatives: int = 100
     gbce_t: float = 0.75
     lr: float = 0.001
@@ -87,6 +99,12 @@ class TrainConfig:
     patience: int = 20
     min_epochs: int = 0
     fit_on: str = "train"
+    cold_start: str = "none"
+    cold_start_frac: float = 0.1
+    cold_user_events: int = 5
+    cold_start_seed: int = 0
+    features: str = "none"
+    id_embedding: bool = True
     k: int = 10
     seed: int = 0
     device: str = "auto"
@@ -138,6 +156,14 @@ class TrainConfig:
             raise ConfigError(
                 f"explicit_negatives / weighted_dislike need loss='bce' (one negative per position); got loss={self.loss!r}"
             )
+        check_target(self.target)
+        if self.target == "graded" and self.explicit_negatives:
+            option = "weighted_dislike" if self.weighted_dislike else "explicit_negatives"
+            raise ConfigError(
+                f"target='graded' contradicts {option}=true: graded makes every view a positive weighted by its "
+                f"watch_ratio, {option} makes disliked views negatives; use target liked (liked positives, "
+                f"disliked negatives) or {option}=false"
+            )
         for name in ("batch_size", "maxlen", "hidden_units", "num_blocks", "num_heads", "num_epochs"):
             positive_int(name)
         for name in (
@@ -153,13 +179,20 @@ class TrainConfig:
         positive_int("min_epochs", 0)
         if self.fit_on not in FIT_POLICIES:
             raise ConfigError(f"fit_on must be one of {', '.join(FIT_POLICIES)}; got {self.fit_on!r}")
+        self.cold_start_spec()  # ConfigError naming the cold-start parameter and its allowed values
         if self.relevance not in RELEVANCE_RULES:
             raise ConfigError(
                 f"relevance must be one of {', '.join(RELEVANCE_RULES)}; got {self.relevance!r}"
             )
-        for name in ("amp", "compile", "explicit_negatives", "weighted_dislike", "fast_dropout"):
+        flags = ("amp", "compile", "explicit_negatives", "weighted_dislike", "fast_dropout", "id_embedding")
+        for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if not parse_features(self.features) and not self.id_embedding:
+            raise ConfigError(
+                "id_embedding=false needs side features (features none leaves items without any representation); "
+                "set features to all or a comma list of tags,categories,caption,item_daily, or id_embedding=true"
+            )
         positive_int("seed", 0)
         if self.hidden_units % self.num_heads:
             raise ConfigError(f"num_heads ({self.num_heads}) must divide hidden_units ({self.hidden_units})")
@@ -188,6 +221,10 @@ class TrainConfig:
         return torch.optim.Adam(
             parameters, lr=self.lr, betas=(0.9, 0.98), weight_decay=self.weight_decay, foreach=True
         )
+
+    def cold_start_spec(self) -> ColdStart | None:
+        """The cold-start protocol of every fitting mask and task of this run, or None under ``none``."""
+        return cold_start_of(self)
 
     def relevance_arguments(self) -> dict[str, Any]:
         """``relevance`` and ``relevance_threshold`` for the evaluation tasks of this model: the rule

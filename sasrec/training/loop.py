@@ -21,19 +21,21 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from sasrec.data.cold_start import ColdStart
 from sasrec.data.contracts import EvalTask, PreparedData
 from sasrec.data.tasks import build_eval_task
-from sasrec.errors import ConfigError
+from sasrec.errors import CheckpointMismatchError, ConfigError
 from sasrec.evaluation.protocol import EvalResult, evaluate
 from sasrec.evaluation.scorers import SequentialScorer
 from sasrec.models.base import SequentialRecommender, build_model
+from sasrec.models.targets import MASK_TARGETS, describe_target, event_weights, target_counts, target_rule
 from sasrec.paths import atomic_path
 from sasrec.progress import progress_enabled
 from sasrec.training.checkpoints import (
@@ -48,7 +50,7 @@ from sasrec.training.checkpoints import (
     saved_config,
     write_checkpoint,
 )
-from sasrec.training.config import FIT_POLICIES, TrainConfig, resolve_device
+from sasrec.training.config import FIT_POLICIES, TrainConfig, fit_to_catalogue, resolve_device
 from sasrec.training.distributed import (
     SINGLE,
     DistContext,
@@ -56,6 +58,7 @@ from sasrec.training.distributed import (
     broadcast_flags,
     epoch_shard,
 )
+from sasrec.training.features import RunFeatures, run_features
 from sasrec.training.losses import (
     bce_loss,
     chunked_cross_entropy,
@@ -65,13 +68,17 @@ from sasrec.training.losses import (
     sampled_softmax_loss,
 )
 from sasrec.training.negatives import NegativeSampler
-from sasrec.training.sequences import item_popularity, length_groups, training_sequences
+from sasrec.training.sequences import length_groups, training_sequences
+
+if TYPE_CHECKING:
+    from sasrec.data.features import FeatureTable
 
 logger = logging.getLogger(__name__)
 #: Configuration fields a resumed run must share with its checkpoint.
 RESUME_INVARIANTS = (
     "model", "split", "maxlen", "hidden_units", "num_blocks", "num_heads", "loss", "explicit_negatives",
-    "weighted_dislike", "fit_on", "seed", "batch_size", "lr",
+    "weighted_dislike", "fit_on", "seed", "batch_size", "lr", "target", "features", "id_embedding",
+    "cold_start", "cold_start_frac", "cold_user_events", "cold_start_seed",
 )  # fmt: skip
 
 
@@ -92,7 +99,8 @@ class TrainResult:
         last_checkpoint: the resume checkpoint of the selection run.
         config: the configuration used.
         stopped_early: whether patience ran out.
-        popularity: (I+1,) counts of the fitted events per item (the scorer's fallback for empty inputs).
+        popularity: (I+1,) counts of the fitted events per item (the scorer's fallback for empty inputs); of
+            the target events under ``target`` liked or relevant, their weights under graded.
         fit_events: count and digest of the events the model's parameters were fit on.
     """
 
@@ -165,6 +173,7 @@ class TrainingRun:
     valid_task: EvalTask | None
     beta: float
     folder: Path
+    features: RunFeatures | None = None  # the side features the model holds (None: ids only)
 
 
 @dataclass
@@ -183,24 +192,34 @@ class TrainState:
 
 
 # -------------------------------------------------------------------------------------------- the steps
-def policy_mask(data: PreparedData, split: str, fit_on: str, stage: str) -> np.ndarray:
+def policy_mask(
+    data: PreparedData, split: str, fit_on: str, stage: str, *, cold_start: ColdStart | None = None
+) -> np.ndarray:
     """Events a model's parameters are fit on for ``stage``: the training events of ``split``; for the test
-    stage under ``fit_on="train_valid"``, the training and validation events."""
+    stage under ``fit_on="train_valid"``, the training and validation events. Under a ``cold_start``
+    protocol, minus its removed events (withheld videos' events, cold users' earlier events; see
+    :mod:`sasrec.data.cold_start`); None or ``none`` leaves the mask unchanged."""
     if fit_on not in FIT_POLICIES:
         raise ConfigError(f"fit_on must be train or train_valid; got {fit_on!r}")
     history, _ = data.stage_masks(split, "test" if stage == "test" and fit_on == "train_valid" else "valid")
+    if cold_start is not None and cold_start.active:
+        history = history & cold_start.select(data, split).keep
     return history
 
 
 def fit_mask(data: PreparedData, config: TrainConfig, *, refit: bool = False) -> np.ndarray:
     """Events whose items the parameters are fit on: the split's training events, plus its validation
-    events when retraining under the ``train_valid`` policy (``refit``)."""
-    return policy_mask(data, config.split, "train_valid" if refit else "train", "test")
+    events when retraining under the ``train_valid`` policy (``refit``), minus the events the run's
+    ``cold_start`` protocol removes. The training sequences, negatives and popularity are built from it."""
+    fit_on = "train_valid" if refit else "train"
+    return policy_mask(data, config.split, fit_on, "test", cold_start=config.cold_start_spec())
 
 
 def validation_task(data: PreparedData, config: TrainConfig) -> EvalTask:
-    """The split's validation task; refuses (one line) a split or relevance rule that leaves no user."""
-    task = build_eval_task(data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments())
+    """The split's validation task (under the run's cold-start protocol: no removed event as input or
+    target); refuses (one line) a split or relevance rule that leaves no user."""
+    task = build_eval_task(data, config.split, "valid", maxlen=config.maxlen, **config.relevance_arguments(),
+                           cold_start=config.cold_start_spec())  # fmt: skip
     return require_relevant(task, "validation", config, data.name)
 
 
@@ -233,22 +252,37 @@ def build_run(
     validate: bool,
     folder: Path,
     context: DistContext = SINGLE,
+    features: FeatureTable | None = None,
 ) -> TrainingRun:
-    """Model (seeded), optimizer, training sequences of the ``mask`` events, negative sampler, validation task."""
+    """Model (seeded), optimizer, training sequences of the ``mask`` events, negative sampler, validation task.
+
+    Under ``config.features`` other than ``none`` the model holds the selected side-feature groups of
+    ``features`` (default: the split's table cached next to the prepared dataset, :func:`run_features`).
+    """
     device = resolve_device(config.device)
-    sequences = training_sequences(data, config.split, config.maxlen, mask=mask)
+    # the training target: the inputs stay every view, the weights select (liked, relevant) or weight (graded)
+    # the positions whose target event counts; None under views (the loss as before)
+    weights = event_weights(data, mask, config.target)  # (n_events,) or None
+    sequences = training_sequences(data, config.split, config.maxlen, mask=mask, weights=weights)
     if len(sequences.users) == 0:
+        targets = "" if weights is None else f" and a target event ({target_rule(data, config.target)})"
         raise ConfigError(
-            f"dataset {data.name} has no user with at least 2 training events under split {config.split!r}"
+            f"dataset {data.name} has no user with at least 2 training events{targets} under split "
+            f"{config.split!r}"
         )
-    if config.loss in ("gbce", "sampled_softmax") and config.num_negatives >= data.num_items - 1:
-        raise ConfigError(
-            f"num_negatives={config.num_negatives} must be below the number of items - 1 ({data.num_items - 1}) of "
-            f"{data.name} for loss {config.loss!r} (gBCE's calibration needs negatives / (items - 1) < 1)"
-        )
+    # more negatives than the catalogue allows (gSASRec's preset on a small dataset): capped, with a warning;
+    # the run's config (checkpoints) records the value used
+    config = fit_to_catalogue(config, data.num_items, data.name)
     valid_task = validation_task(data, config) if validate else None
+    side = run_features(data, config.features, config.split, table=features)  # None under features none
     torch.manual_seed(config.seed)
-    model = build_model(config.model, data.num_items, **config.to_dict()).to(device)
+    model = build_model(
+        config.model, data.num_items, **config.to_dict(), **(side.model_kwargs() if side is not None else {})
+    )
+    if side is not None:
+        model.load_features(side.bundle)
+        model.set_fitted_items(torch.from_numpy(data.item_counts(mask) > 0))  # ids of unfitted items unused
+    model = model.to(device)
     engine: torch.nn.Module = torch.compile(model) if config.compile else model
     if context.distributed:
         device_ids = (
@@ -256,20 +290,27 @@ def build_run(
             if device.type == "cuda"
             else None
         )
-        engine = torch.nn.parallel.DistributedDataParallel(engine, device_ids=device_ids)
+        # the feature buffers never change: no broadcast of them at every step
+        engine = torch.nn.parallel.DistributedDataParallel(
+            engine, device_ids=device_ids, **({"broadcast_buffers": False} if side is not None else {})
+        )
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
     tensors = {
         name: torch.from_numpy(getattr(sequences, name)).to(device)
         for name in ("users", "inputs", "targets", "window")
     }
+    if sequences.weights is not None:
+        tensors["weights"] = torch.from_numpy(sequences.weights).to(device)  # (n, maxlen) aligned with window
     return TrainingRun(
         config=config, data=data, device=device, context=context, model=model, engine=engine,
         optimizer=config.make_optimizer(model.parameters()),
         generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator),
         tensors=tensors, widths=(sequences.inputs != 0).sum(axis=1),
-        popularity=item_popularity(data, mask), fit_events=events_digest(data, mask),
+        popularity=target_counts(data, mask, config.target).astype(np.float32),
+        fit_events={**events_digest(data, mask), **describe_target(data, mask, config.target)},
         valid_task=valid_task, beta=gbce_beta(config.num_negatives, data.num_items, config.gbce_t), folder=folder,
+        features=side,
     )  # fmt: skip
 
 
@@ -277,6 +318,13 @@ def restore(run: TrainingRun, path: Path) -> TrainState:
     """Training state of a ``.last.pth`` checkpoint (weights, optimizer, stopper, log, best weights)."""
     payload = read_checkpoint(path, run.device)
     check_fingerprint(payload, run.data, path)
+    recorded = (payload.get("features") or {}).get("digest")
+    current = run.features.digest if run.features is not None else None
+    if recorded != current:
+        raise CheckpointMismatchError(
+            f"cannot resume from {path}: it was trained with feature table digest {recorded} but this run's is "
+            f"{current}; resume with the same features and side files, or start without --resume"
+        )
     saved = saved_config(payload)
     for name in RESUME_INVARIANTS:
         if getattr(saved, name) != getattr(run.config, name):
@@ -354,10 +402,12 @@ def run_epoch(run: TrainingRun, epoch: int, *, show: bool = False) -> float:
             )
             for group, width in groups:
                 index = rows[torch.from_numpy(group)].to(run.device)  # (b,)
+                weights = t["weights"][index, -width:] if "weights" in t else None  # (b, width) or None
                 parts.append(
                     batch_loss_terms(
                         run.model, run.engine, run.sampler, t["users"][index], t["inputs"][index, -width:],
                         t["targets"][index, -width:], t["window"][index, -width:], config, run.beta,
+                        weights=weights,
                     )
                 )  # fmt: skip
             n_terms = sum(n for _, n in parts)
@@ -391,7 +441,8 @@ def checkpoint_metadata(
     run: TrainingRun, best_epoch: int, best_valid: dict[str, float], log: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """What every checkpoint of ``run`` records besides its weights: the architecture, the configuration, the
-    data it belongs to (name, fingerprint, id maps, the items that exist), the fitted events and the log."""
+    data it belongs to (name, fingerprint, id maps, the items that exist), the fitted events and the log;
+    with side features, their groups, schema and digest (``features``)."""
     config, data = run.config, run.data
     return {
         "model_name": config.model,
@@ -407,6 +458,8 @@ def checkpoint_metadata(
         "popularity": torch.from_numpy(run.popularity),
         "fit_events": run.fit_events,
         "log": log,
+        # the side features (groups, schema, digest); their tensors are buffers of the model's state dict
+        **({"features": run.features.describe(config.id_embedding)} if run.features is not None else {}),
     }
 
 
@@ -450,6 +503,7 @@ def train(
     save: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     context: DistContext = SINGLE,
+    features: FeatureTable | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``data`` under the fitting policy ``config.fit_on``; never look at test.
 
@@ -461,11 +515,14 @@ def train(
         save: write best and last checkpoints and the log CSV (rank 0 only).
         on_epoch: called with each epoch's log row on rank 0 (the command line prints it).
         context: this process's place in a torchrun launch.
+        features: the side-feature table to use under ``config.features`` (default: the split's table cached
+            next to the prepared dataset).
     """
     config.validate()
     write = save and context.is_main
     folder = Path(out_dir) if out_dir is not None else run_dir(data.name, config.train_dir)
-    run = build_run(data, config, mask=fit_mask(data, config), validate=True, folder=folder, context=context)
+    mask = fit_mask(data, config)
+    run = build_run(data, config, mask=mask, validate=True, folder=folder, context=context, features=features)
     state = (
         restore(run, Path(resume_from))
         if resume_from is not None
@@ -491,7 +548,7 @@ def train(
         result.checkpoint_path = found[-1] if found else None
     result.best_checkpoint = result.checkpoint_path
     if config.fit_on == "train_valid":
-        result = refit(data, config, result, folder=folder, write=write, context=context)
+        result = refit(data, config, result, folder=folder, write=write, context=context, features=features)
     return result
 
 
@@ -541,13 +598,16 @@ def refit(
     folder: Path,
     write: bool,
     context: DistContext = SINGLE,
+    features: FeatureTable | None = None,
 ) -> TrainResult:
     """The ``train_valid`` policy: retrain from scratch on training + validation events for the selected
-    number of epochs, with the same seed (nothing looks at test); saves ``....train_valid.pth``."""
+    number of epochs, with the same seed (nothing looks at test); saves ``....train_valid.pth``. Side
+    features are the selection run's (their daily aggregates stop before the validation period)."""
     epochs = max(selected.best_epoch, 1)
     run = build_run(
-        data, config, mask=fit_mask(data, config, refit=True), validate=False, folder=folder, context=context
-    )
+        data, config, mask=fit_mask(data, config, refit=True), validate=False, folder=folder, context=context,
+        features=features,
+    )  # fmt: skip
     for epoch in range(1, epochs + 1):
         run_epoch(run, epoch)
     run.model.eval()
@@ -580,17 +640,34 @@ def batch_loss_terms(
     window: torch.Tensor,
     config: TrainConfig,
     beta: float,
+    *,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(mean loss over the batch's loss positions, number of those positions) under ``config.loss``.
 
     The model decides what it is trained on (:meth:`SequentialRecommender.training_batch`): next items for
     causal models, masked items for BERT4Rec; losses and negatives are shared by every model. ``engine``
     is the model as called for the forward pass (DDP wrapper or compiled module, or the model itself).
+
+    ``weights`` (B, T), aligned with ``window``, are the target weights of the window's events
+    (``config.target``, :mod:`sasrec.models.targets`); a model's loss target at position t is ``window[:, t]``
+    or 0, so they are its positions' weights. ``liked`` / ``relevant``: only the positions whose target is a
+    target event are loss positions (the mean runs over them; negatives are drawn as before); ``graded``:
+    every position, its term scaled by the weight (``sum(w * loss) / N``, the weights of mean 1 keeping the
+    scale of ``views``). None (``views``): every non-padding position, exactly as before.
     """
     inputs, targets = model.training_batch(inputs, targets, window, sampler.generator)
-    hidden = engine(inputs)  # (B, T, d)
+    hidden = engine(inputs, users=users) if model.user_features else engine(inputs)  # (B, T, d)
     valid = targets != 0  # (B, T)
+    position_weight = None  # (B, T) the graded target's weights
+    if weights is not None:
+        if config.target in MASK_TARGETS:
+            valid = valid & (weights > 0)  # (B, T) positions whose target event is a positive
+        else:
+            position_weight = torch.where(valid, weights, 0.0)  # (B, T)
     n_terms = int(valid.sum())
+    if n_terms == 0:  # no target event among this group's positions: no loss, the same graph (DDP)
+        return hidden.sum() * 0.0 + model.output_embeddings().sum() * 0.0, 0
     if config.loss == "bce":
         negatives, disliked = sampler.bce_negatives(users, targets, explicit=config.explicit_negatives)
         logits = model.score_items(hidden, torch.stack([targets, negatives], dim=-1))  # (B, T, 2): one lookup
@@ -598,10 +675,11 @@ def batch_loss_terms(
         weight = None
         if config.weighted_dislike:
             weight = torch.where(disliked, float(config.dislike_weight), 1.0)  # (B, T)
-        return bce_loss(pos_logits, neg_logits, valid, weight), n_terms
+        return bce_loss(pos_logits, neg_logits, valid, weight, position_weight), n_terms
+    row_weight = None if position_weight is None else position_weight[valid]  # (N,)
     if config.loss == "ce":
         return chunked_cross_entropy(
-            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size
+            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size, row_weight
         ), n_terms
     # K negatives drawn for every loss position (gSASRec's k negatives per positive), never a training item of the
     # user; drawn for the N positions in row order, so extra padding columns do not change the draw
@@ -612,8 +690,8 @@ def batch_loss_terms(
         hidden[valid], model.output_embeddings(), negatives, config.ce_chunk_size
     )  # (N, K)
     if config.loss == "sampled_softmax":
-        return sampled_softmax_loss(pos_logits, neg_logits), n_terms
-    return gbce_loss(pos_logits, neg_logits, beta), n_terms
+        return sampled_softmax_loss(pos_logits, neg_logits, row_weight), n_terms
+    return gbce_loss(pos_logits, neg_logits, beta, row_weight), n_terms
 
 
 def _regulariser(model: SequentialRecommender, config: TrainConfig) -> torch.Tensor | float:
@@ -632,9 +710,13 @@ def _batch_loss(
     window: torch.Tensor,
     config: TrainConfig,
     beta: float,
+    *,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss of one batch in one process (mean over loss positions, plus the L2 term)."""
-    mean_loss, _ = batch_loss_terms(model, model, sampler, users, inputs, targets, window, config, beta)
+    mean_loss, _ = batch_loss_terms(
+        model, model, sampler, users, inputs, targets, window, config, beta, weights=weights
+    )
     return mean_loss + _regulariser(model, config)
 
 
