@@ -41,14 +41,16 @@ def run_once(config: dict, processes: int, epochs: int, folder: Path) -> dict[st
     metrics = folder / f"metrics{processes}.json"
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", "sasrec", "train",
-               f"--config={config_file}", f"--train_dir={folder / f'run{processes}'}", f"--num_epochs={epochs}",
+               f"--config={config_file}", f"--train_dir=bench_ddp_{processes}", f"--num_epochs={epochs}",
                "--patience=0", "--device=cpu", "--progress=false", f"--metrics_json={metrics}"]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    log = json.loads(metrics.read_text())["log"]
+    payload = json.loads(metrics.read_text())
+    shutil.rmtree(Path(payload["checkpoint"]).parent, ignore_errors=True)  # models/<dataset>_bench_ddp_<N>
+    log = payload["log"]
     seconds = [row["seconds"] for row in log]
     steady = seconds[1:] or seconds
     return {"processes": processes, "epochs": len(seconds), "epoch_seconds": [round(s, 1) for s in seconds],

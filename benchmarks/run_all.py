@@ -134,6 +134,14 @@ def render_markdown(results: dict[str, Any]) -> str:
                  f"<= {features['target_s']:.0f} s"),
                 *((f"{label} alone", seconds, "", "") for label, seconds in features["per_source_s"].items())]  # fmt: skip
         lines += _table(("step", "seconds", "peak RSS GB", "target"), rows)
+    if fm := _figures(results, "feature_models"):
+        lines += ["", f"## Feature-aware SASRec against the id-only one ({fm['input']}, {fm['users']:,} users, "
+                      f"{fm['items']:,} items, {fm['threads']} threads)", ""]  # fmt: skip
+        rows = [(name, v["epoch_s_median"], v["epoch_cpu_s_median"], v["peak_rss_gb"], ", ".join(v["groups"]) or "-")
+                for name, v in fm["variants"].items()]  # fmt: skip
+        lines += _table(("variant", "s per epoch", "CPU s per epoch", "peak RSS GB", "feature groups"), rows)
+        lines += ["", f"Every group against ids only: {fm['features_all_time_ratio']}x the time, "
+                      f"{fm['features_all_memory_ratio']}x the peak memory (target <= {fm['target_ratio']}x)."]  # fmt: skip
     if gpu := _figures(results, "gpu"):
         lines += ["", f"## bench_gpu on `{gpu['device']}` ({gpu['gpus']} GPUs)", ""]
         rows = [(name, fig["processes"], fig["ms_per_step_median"], f"{fig['positions_per_s']:,}")

@@ -52,7 +52,7 @@ def test_too_little_memory_is_refused_before_starting_with_the_numbers(profiles:
 
 
 def test_too_little_disk_is_refused(profiles: Path) -> None:
-    with pytest.raises(ResourceError, match=r"need about 1\.\d GB of disk but 0\.5 GB is free"):
+    with pytest.raises(ResourceError, match=r"need about 2\.\d GB of disk but 0\.5 GB is free"):
         check_resources("real", available_gb=64.0, free_disk_gb=0.5)
 
 

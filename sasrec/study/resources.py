@@ -46,8 +46,9 @@ BASE_GB = 0.8
 #: Bytes per interaction row of each step's peak (measured at scale 1 on this study's 2-core machines:
 #: simulate 2.54 GB for 17.4M rows, prepare 3.3 GB for 12.7M rows; bench.md "Data at scale 1").
 BYTES_PER_ROW = {"simulate": 150, "eda": 170, "prepare": 260, "prepared": 60}
-#: Bytes on disk per interaction row: simulated CSVs, the parquet cache and prepared datasets together.
-DISK_BYTES_PER_ROW = 110
+#: Bytes on disk per interaction row: simulated CSVs (with their side files), the parquet cache and prepared
+#: datasets together (measured: 2.8 GB for the 17.2M rows of the real-size profile).
+DISK_BYTES_PER_ROW = 180
 
 
 class ResourceError(SasrecError):
