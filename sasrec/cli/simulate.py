@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write KuaiRec-shaped simulated data (the embedded default)",
         description=(
             "Generate KuaiRec 2.0-shaped files (big_matrix.csv, small_matrix.csv, item_categories.csv, "
-            "user_features.csv) plus ground_truth.parquet and simulation.json."
+            "user_features.csv, kuairec_caption_category.csv, item_daily_features.csv) plus "
+            "ground_truth.parquet, side_ground_truth.json and simulation.json."
         ),
     )
     parser.add_argument(

@@ -539,7 +539,7 @@ def train(
     run.model.eval()
     result = TrainResult(
         model=run.model, log=pd.DataFrame(state.log), best_epoch=state.stopper.best_epoch,
-        best_valid=state.best_summary, checkpoint_path=state.best_path, config=config,
+        best_valid=state.best_summary, checkpoint_path=state.best_path, config=run.config,
         stopped_early=state.stopped_early, popularity=run.popularity, best_valid_result=state.best_valid,
         last_checkpoint=state.last_path, fit_events=run.fit_events,
     )  # fmt: skip

@@ -7,7 +7,9 @@
   tags) and :mod:`caption` (text vectors) from kuairec_caption_category.csv, :mod:`item_daily`
   (item_daily_features.csv) and :mod:`users` (user_features.csv);
 * :mod:`~sasrec.data.features.storage`: :func:`save_feature_table` / :func:`load_feature_table` (atomic,
-  sealed, checked on read).
+  sealed, checked on read);
+* :mod:`~sasrec.data.features.cache`: the table of a prepared dataset and split, cached next to it and rebuilt
+  when the data or a side file changes.
 """
 
 from sasrec.data.features.build import GROUP_SOURCES, GROUPS, build_feature_table, cut_date_of, feature_cut
