@@ -205,6 +205,13 @@ def _parent_problem(target: Path, exc: OSError) -> str:
     return f"cannot create folder {target.parent}: {exc.strerror or exc}"
 
 
+def free_disk_gib(path: str | os.PathLike[str]) -> tuple[Path, float]:
+    """Free space (GiB) on the disk that holds ``path``: its nearest existing folder, and the space there."""
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor or "/"))
+    return folder, shutil.disk_usage(folder).free / 2**30
+
+
 def as_storage_error(
     exc: OSError, target: str | os.PathLike[str], what: str | None = None
 ) -> StorageError | None:
@@ -220,8 +227,7 @@ def as_storage_error(
     target = Path(target)
     label = f"{what} ({target})" if what else str(target)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        folder = next((p for p in (target.parent, *target.parents) if p.exists()), target.parent)
-        free = shutil.disk_usage(folder).free / 2**30
+        folder, free = free_disk_gib(target.parent)
         remedy = f"free space on the disk holding {folder} ({free:.1f} GiB free now) and run again"
     else:
         remedy = f"make {target.parent} writable or choose another path"

@@ -150,7 +150,7 @@ def test_versions_and_disk(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         for line in lines
     )
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: usage(10, 10, 2**29))
+    monkeypatch.setattr(doctor.paths.shutil, "disk_usage", lambda path: usage(10, 10, 2**29))
     disk = lines_of(doctor.disk_findings, root)
     assert disk[0].startswith("FAIL free disk in data/: 0.5 GiB -> fix: free space")
 

@@ -18,7 +18,6 @@ import importlib
 import importlib.metadata
 import json
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -194,8 +193,7 @@ def disk_findings(context: DoctorContext) -> list[Finding]:
     """Free space where data and checkpoints are written."""
     findings = []
     for folder in (context.data_dir, context.models_dir):
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), folder.anchor or Path("/"))
-        free = shutil.disk_usage(existing).free / 2**30
+        _existing, free = paths.free_disk_gib(folder)
         label = f"free disk in {context.rel(folder)}/"
         if free < _FAIL_GIB:
             findings.append(

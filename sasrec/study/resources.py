@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -325,10 +324,7 @@ def check_resources(
     if available_gb is None:
         available_gb = available_memory_bytes() / GB
     if free_disk_gb is None:
-        target = paths.project_root() / "data"
-        while not target.exists():
-            target = target.parent
-        free_disk_gb = shutil.disk_usage(target).free / GB
+        free_disk_gb = paths.free_disk_gib(paths.project_root() / "data")[1]
     budget = 0.9 * available_gb
     too_big = [r for r in need["notebooks"] if r.memory_gb > budget]
     if too_big:
