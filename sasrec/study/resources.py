@@ -31,6 +31,7 @@ from typing import Any
 
 from sasrec import paths
 from sasrec.errors import SasrecError
+from sasrec.training.config import TrainConfig
 
 GB = 1024**3
 
@@ -168,6 +169,16 @@ def data_sizes(scale: float | None) -> dict[str, dict[str, int]]:
     }  # fmt: skip
 
 
+def _configs(models: dict[str, dict[str, Any]], training: dict[str, Any]) -> list[TrainConfig]:
+    """Each model's :class:`TrainConfig`: the shared ``training`` mapping, its own on top, its presets below
+    (as :func:`~sasrec.study.steps.model_configs` builds them for the notebooks)."""
+    configs = []
+    for spec in models.values():
+        values = {**training, **(spec or {})}
+        configs.append(TrainConfig.for_model(values.pop("model", "sasrec"), **values))
+    return configs
+
+
 def _model_peak_bytes(models: dict[str, dict[str, Any]], training: dict[str, Any], items: int) -> float:
     """The largest training tensor of ``models`` on a catalogue of ``items``: the full-softmax logits.
 
@@ -175,12 +186,10 @@ def _model_peak_bytes(models: dict[str, dict[str, Any]], training: dict[str, Any
     (batch, maxlen, negatives + 1) per chunk; BCE two scores per position.
     """
     peak = 0.0
-    for spec in models.values():
-        values = {**training, **(spec or {})}
-        positions = int(values.get("batch_size", 128)) * int(values.get("maxlen", 200))
-        width = items if values.get("loss") == "ce" else int(values.get("num_negatives", 1)) + 1
-        hidden = int(values.get("hidden_units", 50))
-        peak = max(peak, positions * width * 4 * 3 + positions * hidden * 4 * 40)
+    for config in _configs(models, training):
+        positions = config.batch_size * config.maxlen
+        width = items if config.loss == "ce" else (config.num_negatives or 1) + 1
+        peak = max(peak, positions * width * 4 * 3 + positions * config.hidden_units * 4 * 40)
     return peak
 
 
@@ -201,20 +210,19 @@ def training_minutes(
     An upper bound: early stopping ends most runs sooner; sequences shorter than maxlen cost less.
     """
     total_us = 0.0
-    for spec in models.values():
-        values = {**training, **(spec or {})}
-        model, loss = values.get("model", "sasrec"), values.get("loss", "bce")
+    for config in _configs(models, training):
         per_position = US_PER_POSITION["base"]
-        if model == "bert4rec":
+        if config.model == "bert4rec":
             per_position += US_PER_POSITION["bert_item"] * items
-        elif loss == "ce":
+        elif config.loss == "ce":
             per_position += US_PER_POSITION["ce_item"] * items
-        elif loss in ("gbce", "sampled_softmax") or model == "gsasrec":
-            per_position += US_PER_POSITION["negative"] * min(int(values.get("num_negatives", 256)), items)
-        epochs = int(values.get("num_epochs", 1))
-        positions = users * int(values.get("maxlen", 200))
-        validations = epochs // max(int(values.get("eval_every", 1)), 1)
-        total_us += epochs * positions * per_position + validations * users * items * US_PER_RANKED_PAIR
+        elif config.loss in ("gbce", "sampled_softmax"):
+            per_position += US_PER_POSITION["negative"] * min(config.num_negatives, items)
+        positions = users * config.maxlen
+        validations = config.num_epochs // max(config.eval_every, 1)
+        total_us += (
+            config.num_epochs * positions * per_position + validations * users * items * US_PER_RANKED_PAIR
+        )
     return total_us / 60e6
 
 
