@@ -1,4 +1,4 @@
-"""Shared fixtures: a hand-made PreparedData and environment hygiene."""
+"""Shared fixtures: a hand-made PreparedData, a simulated KuaiRec world, tiny tasks and environment hygiene."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from sasrec.data.contracts import PreparedData, empty_labels
+from sasrec.data.contracts import EvalTask, PreparedData, empty_labels
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,6 +38,35 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     project.mkdir()
     monkeypatch.setenv("SASREC_ROOT", str(project))
     return project
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A KuaiRec-shaped folder (simulator, scale 0.02) and a project root in tmp; one thread (one per module)."""
+    import torch
+
+    from sasrec.data.simulator.api import simulate
+
+    root = tmp_path_factory.mktemp("root")
+    raw = tmp_path_factory.mktemp("kuairec")
+    simulate(scale=0.02, seed=0, out_dir=raw, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SASREC_ROOT", str(root))
+        patch.setenv("SASREC_PROGRESS", "0")
+        yield {"root": root, "raw": raw}
+    torch.set_num_threads(threads)
+
+
+def kuairec_sample_dir(required: str | None, what: str) -> Path:
+    """The real KuaiRec files beside the checkout, located from this file (SASREC_ROOT may be redirected);
+    skips the test, naming ``what``, when the folder (or its file ``required``) is absent."""
+    directory = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairec_sample"
+    present = (directory / required).is_file() if required else directory.is_dir()
+    if not present:
+        pytest.skip(f"../shared/data/kuairec_sample absent: real KuaiRec {what} unavailable")
+    return directory
 
 
 @pytest.fixture
@@ -98,3 +128,18 @@ def tiny_data() -> PreparedData:
         (3, 4, 1.0, 1.0, 0),
     ]
     return make_prepared(rows, num_users=3, num_items=5)
+
+
+def history_task(histories: list[list[int]], n_cols: int = 6, users: list[int] | None = None) -> EvalTask:
+    """A task whose rows have the given time-ordered histories (no targets); users 1..n unless given."""
+    n = len(histories)
+    rows = [r for r, h in enumerate(histories) for _ in h]
+    cols = [i for h in histories for i in h]
+    history = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_cols))
+    history.sum_duplicates()
+    history.data[:] = 1.0
+    maxlen = max(1, max(len(h) for h in histories))
+    seqs = np.array([[0] * (maxlen - len(h)) + h for h in histories], dtype=np.int64)
+    empty = sp.csr_matrix((n, n_cols), dtype=np.float32)
+    who = np.arange(1, n + 1) if users is None else np.asarray(users)
+    return EvalTask("h", who, seqs, history, empty, empty.copy(), None, True, 2.0)

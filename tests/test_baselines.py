@@ -8,33 +8,18 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from sasrec.cli import baseline as baseline_cli
-from sasrec.data.contracts import EvalTask, PreparedData
+from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import evaluate
 from sasrec.models.baselines import BASELINES, OracleScorer, make_baseline
-from tests.conftest import make_prepared
+from tests.conftest import history_task, make_prepared
 
 # tiny_data training events (split 0): user 1: 1 -> 2 -> 3; user 2: 2 -> 3; user 3: 4.
 # Item users: 1 {1}, 2 {1, 2}, 3 {1, 2}, 4 {3}, 5 {}.
-
-
-def history_task(histories: list[list[int]], n_cols: int = 6) -> EvalTask:
-    """A task whose rows have the given time-ordered histories (no targets)."""
-    n = len(histories)
-    rows = [r for r, h in enumerate(histories) for _ in h]
-    cols = [i for h in histories for i in h]
-    history = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_cols))
-    history.sum_duplicates()
-    history.data[:] = 1.0
-    maxlen = max(1, max(len(h) for h in histories))
-    seqs = np.array([[0] * (maxlen - len(h)) + h for h in histories], dtype=np.int64)
-    empty = sp.csr_matrix((n, n_cols), dtype=np.float32)
-    return EvalTask("h", np.arange(1, n + 1), seqs, history, empty, empty.copy(), None, True, 2.0)
 
 
 def test_registry_and_parameter_errors() -> None:

@@ -315,25 +315,6 @@ def test_train_config_refuses_bad_cold_start_values_in_one_line() -> None:
         assert needle in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    """A KuaiRec-shaped folder (simulator, scale 0.02) and a project root in tmp; one thread."""
-    import torch
-
-    from sasrec.data.simulator.api import simulate
-
-    root = tmp_path_factory.mktemp("root")
-    raw = tmp_path_factory.mktemp("kuairec")
-    simulate(scale=0.02, seed=0, out_dir=raw, progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SASREC_ROOT", str(root))
-        patch.setenv("SASREC_PROGRESS", "0")
-        yield {"root": root, "raw": raw}
-    torch.set_num_threads(threads)
-
-
 TINY = ["--maxlen=20", "--hidden_units=16", "--device=cpu", "--num_epochs=1", "--progress=false"]
 
 

@@ -12,32 +12,17 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sasrec.data.contracts import EvalTask, PreparedData
+from sasrec.data.contracts import PreparedData
 from sasrec.data.tasks import build_eval_task
 from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import evaluate
 from sasrec.models.baselines import BASELINES, baseline_params, make_baseline
 from sasrec.models.content import ContentBaseline, HybridBaseline, ItemSideFeatures, encode_block
-from tests.conftest import make_prepared
+from tests.conftest import history_task, make_prepared
 
 pytestmark = pytest.mark.unit
 
 R2, R3, R6 = math.sqrt(2), math.sqrt(3), math.sqrt(6)
-
-
-def history_task(histories: list[list[int]], n_cols: int, users: list[int] | None = None) -> EvalTask:
-    """A task whose rows have the given histories (no targets); users 1..n unless given."""
-    n = len(histories)
-    rows = [r for r, h in enumerate(histories) for _ in h]
-    cols = [i for h in histories for i in h]
-    history = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_cols))
-    history.sum_duplicates()
-    history.data[:] = 1.0
-    maxlen = max(1, max(len(h) for h in histories))
-    seqs = np.array([[0] * (maxlen - len(h)) + h for h in histories], dtype=np.int64)
-    empty = sp.csr_matrix((n, n_cols), dtype=np.float32)
-    who = np.arange(1, n + 1) if users is None else np.asarray(users)
-    return EvalTask("h", who, seqs, history, empty, empty.copy(), None, True, 2.0)
 
 
 # 4 videos. tags (3): 1 {0}, 2 {0, 1}, 3 {1}, 4 {2}; one category level: 1 -> 1, 2 -> 1, 3 -> 2, 4 unknown.

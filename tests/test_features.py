@@ -30,6 +30,7 @@ from sasrec.data.features.caption import caption_vectors
 from sasrec.data.kuairec.schema import OFFICIAL_FILES
 from sasrec.data.preparation import core as prep
 from sasrec.errors import ConfigError, DataValidationError, IntegrityError, MissingDataError
+from tests.conftest import kuairec_sample_dir
 
 pytestmark = pytest.mark.unit
 
@@ -44,19 +45,13 @@ CUT = 1_594_353_600
 
 
 @pytest.fixture(autouse=True)
-def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_root(root: Path) -> None:
     """Default cache paths under tmp_path, never the repository's data/."""
-    root = tmp_path / "project"
-    root.mkdir()
-    monkeypatch.setenv("SASREC_ROOT", str(root))
 
 
 def sample_dir() -> Path:
     """The real KuaiRec side files beside the checkout (located from this file: SASREC_ROOT is redirected)."""
-    directory = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairec_sample"
-    if not (directory / CAPTIONS).is_file():
-        pytest.skip("../shared/data/kuairec_sample absent: real KuaiRec side files unavailable")
-    return directory
+    return kuairec_sample_dir(CAPTIONS, "side files")
 
 
 def tiny_data(video_ids: list[int], user_ids: list[int], name: str = "tiny") -> PreparedData:

@@ -17,6 +17,7 @@ from sasrec.data import kuairec
 from sasrec.data.kuairec import cache as kuairec_cache
 from sasrec.data.kuairec.cleaning import _local_yyyymmdd
 from sasrec.errors import DataValidationError, MissingDataError, SasrecError
+from tests.conftest import kuairec_sample_dir
 
 HEADER = ",".join(kuairec.INTERACTION_COLUMNS)
 ROW_A = "1,10,13838,10867,2020-07-05 00:08:23.438,20200705,1593878903.438,1.2733965215790926"
@@ -32,19 +33,13 @@ def write(directory: Path, name: str, lines: list[str], *, bom: bool = False) ->
 
 
 @pytest.fixture(autouse=True)
-def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_root(root: Path) -> None:
     """Keep default cache paths inside tmp_path (never the repository's data/)."""
-    root = tmp_path / "project"
-    root.mkdir()
-    monkeypatch.setenv("SASREC_ROOT", str(root))
 
 
 def sample_dir() -> Path:
     # SASREC_ROOT is redirected by the autouse fixture: locate the samples from this file instead.
-    directory = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kuairec_sample"
-    if not directory.is_dir():
-        pytest.skip("../shared/data/kuairec_sample absent: real KuaiRec samples unavailable")
-    return directory
+    return kuairec_sample_dir(None, "samples")
 
 
 # ------------------------------------------------------------------------------------------ real files

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +12,8 @@ import pytest
 import torch
 
 from sasrec.cli import main
-from sasrec.data.simulator.api import simulate
 
 TINY = ["--maxlen=20", "--hidden_units=16", "--device=cpu", "--num_epochs=1", "--progress=false"]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """A KuaiRec-shaped folder (simulator, scale 0.02) and a project root in tmp; one thread."""
-    root = tmp_path_factory.mktemp("root")
-    raw = tmp_path_factory.mktemp("kuairec")
-    simulate(scale=0.02, seed=0, out_dir=raw, progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SASREC_ROOT", str(root))
-        patch.setenv("SASREC_PROGRESS", "0")
-        yield {"root": root, "raw": raw}
-    torch.set_num_threads(threads)
 
 
 def _run(world: dict[str, Path], *args: str) -> int:

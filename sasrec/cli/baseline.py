@@ -224,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``baseline --dataset NAME --model MODEL [--metrics_json PATH] ...``."""
+    """Register ``baseline --dataset NAME --model MODEL [--metrics_json PATH] ...``.
+
+    The flags are added in named steps, in the order ``--help`` lists them: data and fitting policy,
+    evaluation and cold start, then the run, output and baseline-parameter flags.
+    """
     parser = subparsers.add_parser(
         "baseline",
         help="fit and evaluate a baseline (random, pop, itemknn, ease, als, markov)",
@@ -233,6 +237,16 @@ def add_parser(subparsers: Any) -> None:
             "With --training_dataset, test is big-to-small. Paths resolve from the current directory."
         ),
     )
+    _add_data_flags(parser)
+    _add_evaluation_flags(parser)
+    _add_cold_start_flags(parser)
+    _add_run_flags(parser)
+    _add_output_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The dataset, model, metrics file, data folder, split, fitting policy and fitted target."""
     parser.add_argument("--dataset", required=True, help="small_matrix, big_matrix, *_no_remapping or .txt")
     parser.add_argument("--model", required=True, choices=BASELINES)
     parser.add_argument("--metrics_json", "--metrics-json", default=None, help="write metrics JSON here")
@@ -253,6 +267,10 @@ def add_parser(subparsers: Any) -> None:
         choices=TARGETS,
         help="which fitted views are positives: views (default), liked, relevant, graded (weighted by watch_ratio)",
     )
+
+
+def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """The relevance rule and the evaluation protocol."""
     parser.add_argument(
         "--relevance",
         default="threshold",
@@ -268,6 +286,10 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="relevant = watch_ratio > threshold (default: the dataset's, 2.0)",
     )
+
+
+def _add_cold_start_flags(parser: argparse.ArgumentParser) -> None:
+    """The cold-start protocol and its fraction, kept events and seed."""
     parser.add_argument(
         "--cold_start",
         "--cold-start",
@@ -296,6 +318,10 @@ def add_parser(subparsers: Any) -> None:
         default=0,
         help="seed of the withheld videos / cold users (default 0)",
     )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The cutoff, seed, history length, eval batch size and the big-to-small training dataset."""
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--maxlen", type=int, default=200, help="history length of the input sequences")
@@ -306,6 +332,10 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="fit on this dataset's events and test big-to-small on --dataset",
     )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """The recommendation files, the baseline parameters and the progress bars."""
     parser.add_argument(
         "--generate_recommendations",
         "--generate-recommendations",
@@ -325,4 +355,3 @@ def add_parser(subparsers: Any) -> None:
         "--param", action="append", default=None, metavar="KEY=VALUE", help="baseline parameter, repeatable"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run)
