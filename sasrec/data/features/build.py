@@ -82,6 +82,75 @@ def _selected(groups: Iterable[str] | None) -> tuple[str, ...]:
     return chosen
 
 
+def _located(data_dir: Path, selected: tuple[str, ...]) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """The path of each needed side file (None: absent) and the groups left unavailable, warning once per file."""
+    unavailable: dict[str, str] = {}
+    paths = {name: find_file(data_dir, name) for name in dict.fromkeys(GROUP_SOURCES[g] for g in selected)}
+    for file_name, path in paths.items():
+        if path is None:
+            missing = [g for g in selected if GROUP_SOURCES[g] == file_name]
+            for group in missing:
+                unavailable[group] = f"{file_name} not found"
+            logger.warning(
+                "side features: %s not found under %s; group(s) %s unavailable, the others are built",
+                file_name,
+                data_dir,
+                ", ".join(missing),
+            )
+    return paths, unavailable
+
+
+def _caption_file_groups(
+    path: Path, data: PreparedData, wanted: set[str], caption_dim: int, seed: int, min_topic_videos: int
+) -> dict[str, FeatureGroup]:
+    """The wanted ``categories``, ``topics`` and ``caption`` groups, from one read of the captions file."""
+    built: dict[str, FeatureGroup] = {}
+    frame = read_captions(path)
+    video = frame["video_id"].to_numpy(dtype=np.int64)
+    check_unique(path, "video_id", video, "video")
+    file_rows = internal_index(data.item_ids, video)
+    check_overlap(path, "video_id", video, file_rows, data.name)
+    if "categories" in wanted:
+        built["categories"] = categories.category_group(path, frame, file_rows, data)
+    if "topics" in wanted:
+        built["topics"] = categories.topic_group(path, frame, file_rows, data, min_topic_videos)
+    if "caption" in wanted:
+        built["caption"] = caption.caption_group(frame, file_rows, data, caption_dim, seed)
+    return built
+
+
+def _built_groups(
+    data: PreparedData,
+    paths: dict[str, Path | None],
+    wanted: set[str],
+    cut: int | None,
+    cut_date: int | None,
+    caption_dim: int,
+    seed: int,
+    min_topic_videos: int,
+) -> dict[str, FeatureGroup]:
+    """Every wanted group whose file was found, by name."""
+    built: dict[str, FeatureGroup] = {}
+    if "tags" in wanted:
+        built["tags"] = tags.tag_group(paths[tags.SOURCE], data)
+    if wanted & {"categories", "topics", "caption"}:
+        built.update(
+            _caption_file_groups(paths[categories.SOURCE], data, wanted, caption_dim, seed, min_topic_videos)
+        )
+    if wanted & {"item_static", "item_stats"}:
+        if cut is None:
+            logger.warning(
+                "side features: no cut_timestamp: the item_daily aggregates use every day of %s, including "
+                "any evaluation period; pass feature_cut(data) to keep it out",
+                item_daily.SOURCE,
+            )
+        static, stats = item_daily.item_daily_groups(paths[item_daily.SOURCE], data, cut_date)
+        built.update({g.name: g for g in (static, stats) if g.name in wanted})
+    if "user" in wanted:
+        built["user"] = users.user_group(paths[users.SOURCE], data)
+    return built
+
+
 def build_feature_table(
     data: PreparedData,
     data_dir: Path,
@@ -118,47 +187,9 @@ def build_feature_table(
         raise ConfigError(f"caption_dim must be a positive integer; got {caption_dim!r}")
     selected = _selected(groups)
     data_dir = Path(data_dir)
-    built: dict[str, FeatureGroup] = {}
-    unavailable: dict[str, str] = {}
-    paths = {name: find_file(data_dir, name) for name in dict.fromkeys(GROUP_SOURCES[g] for g in selected)}
-    for file_name, path in paths.items():
-        if path is None:
-            missing = [g for g in selected if GROUP_SOURCES[g] == file_name]
-            for group in missing:
-                unavailable[group] = f"{file_name} not found"
-            logger.warning(
-                "side features: %s not found under %s; group(s) %s unavailable, the others are built",
-                file_name,
-                data_dir,
-                ", ".join(missing),
-            )
+    paths, unavailable = _located(data_dir, selected)
     wanted = {g for g in selected if g not in unavailable}
-    if "tags" in wanted:
-        built["tags"] = tags.tag_group(paths[tags.SOURCE], data)
-    if wanted & {"categories", "topics", "caption"}:
-        path = paths[categories.SOURCE]
-        frame = read_captions(path)
-        video = frame["video_id"].to_numpy(dtype=np.int64)
-        check_unique(path, "video_id", video, "video")
-        file_rows = internal_index(data.item_ids, video)
-        check_overlap(path, "video_id", video, file_rows, data.name)
-        if "categories" in wanted:
-            built["categories"] = categories.category_group(path, frame, file_rows, data)
-        if "topics" in wanted:
-            built["topics"] = categories.topic_group(path, frame, file_rows, data, min_topic_videos)
-        if "caption" in wanted:
-            built["caption"] = caption.caption_group(frame, file_rows, data, int(caption_dim), int(seed))
-    if wanted & {"item_static", "item_stats"}:
-        if cut is None:
-            logger.warning(
-                "side features: no cut_timestamp: the item_daily aggregates use every day of %s, including "
-                "any evaluation period; pass feature_cut(data) to keep it out",
-                item_daily.SOURCE,
-            )
-        static, stats = item_daily.item_daily_groups(paths[item_daily.SOURCE], data, cut_date)
-        built.update({g.name: g for g in (static, stats) if g.name in wanted})
-    if "user" in wanted:
-        built["user"] = users.user_group(paths[users.SOURCE], data)
+    built = _built_groups(data, paths, wanted, cut, cut_date, int(caption_dim), int(seed), min_topic_videos)
     for group in built.values():  # read-only: a table is a value
         for array in group.array_parts().values():
             array.setflags(write=False)

@@ -20,7 +20,7 @@ from sklearn.utils.extmath import svd_flip
 
 from sasrec.data.contracts import PreparedData
 from sasrec.data.features.alignment import scatter_rows
-from sasrec.data.features.table import FeatureGroup
+from sasrec.data.features.table import FeatureGroup, item_group
 from sasrec.errors import ConfigError
 
 SOURCE = "kuairec_caption_category.csv"
@@ -71,15 +71,13 @@ def caption_group(
     """Caption vectors of every item: (num_items + 1, dim) float32, zeros where there is no caption."""
     vectors = caption_vectors(frame["caption"], dim, seed)  # (n_file, dim)
     values = scatter_rows(file_rows, vectors, data.num_items + 1)  # (n_items + 1, dim)
-    existing = data.existing_items()
-    return FeatureGroup(
+    return item_group(
+        data,
         name="caption",
-        entity="item",
         kind="dense",
         source=SOURCE,
         columns=tuple(f"caption_{k}" for k in range(dim)),
         values=values,
-        covered=int(np.count_nonzero(existing & (values != 0).any(axis=1))),
         notes=(
             f"char {NGRAM_RANGE[0]}-{NGRAM_RANGE[1]}-grams hashed to 2^18, sublinear TF-IDF, TruncatedSVD "
             f"(ARPACK, seed {seed}) to {dim}, L2-normalised; fitted on the whole file; no caption = zeros"

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from sasrec.data.contracts import PreparedData
 from sasrec.data.features.alignment import UNKNOWN_CATEGORY_ID, categorical_codes, scatter_rows
-from sasrec.data.features.table import FeatureGroup, canonical_csr
+from sasrec.data.features.table import FeatureGroup, canonical_csr, item_group
 from sasrec.errors import DataValidationError
 
 SOURCE = "kuairec_caption_category.csv"
@@ -46,16 +46,14 @@ def category_group(
         columns.append(codes)
         vocabularies[name] = vocabulary
     values = scatter_rows(file_rows, np.stack(columns, axis=1), n_rows)  # (n_items + 1, 3)
-    existing = data.existing_items()
-    return FeatureGroup(
+    return item_group(
+        data,
         name="categories",
-        entity="item",
         kind="categorical",
         source=SOURCE,
         columns=CATEGORY_COLUMNS,
         values=values,
         vocabularies=vocabularies,
-        covered=int(np.count_nonzero(existing & (values > 0).any(axis=1))),
         notes=f"category ids -> 1..V in id order over the whole file; {UNKNOWN_CATEGORY_ID} or missing -> 0",
     )
 
@@ -104,14 +102,12 @@ def topic_group(
         (n_rows, width),
     )
     values.data[:] = 1.0  # several rare tags count once in column 0
-    existing = data.existing_items()
-    return FeatureGroup(
+    return item_group(
+        data,
         name="topics",
-        entity="item",
         kind="multi_hot",
         source=SOURCE,
         columns=(RARE_TOPIC, *vocabulary.tolist()),
         values=values,
-        covered=int(np.count_nonzero(existing & (np.diff(values.indptr) > 0))),
         notes=f"topic_tag list -> multi-hot over tags of >= {min_videos} videos of the file; column 0 = rarer tags",
     )

@@ -27,7 +27,7 @@ from sasrec.data.features.alignment import (
     internal_index,
     scatter_rows,
 )
-from sasrec.data.features.table import FeatureGroup
+from sasrec.data.features.table import FeatureGroup, item_group
 from sasrec.data.kuairec.readers import read_item_daily_features
 from sasrec.errors import DataValidationError
 
@@ -83,19 +83,8 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-def item_daily_groups(
-    path: Path, data: PreparedData, cut_date: int | None
-) -> tuple[FeatureGroup, FeatureGroup]:
-    """The ``item_static`` and ``item_stats`` groups, from rows dated before ``cut_date`` (yyyymmdd).
-
-    Args:
-        path: the item_daily_features.csv file.
-        data: the prepared dataset.
-        cut_date: only rows with ``date < cut_date`` are used; None uses every row (no split to protect).
-
-    Raises:
-        DataValidationError: the reader's checks, a (video_id, date) pair twice, or no video of the dataset.
-    """
+def _checked_frame(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The file's rows with their (n_file,) video ids and dates; a (video_id, date) pair twice is refused."""
     frame = read_item_daily_features(path)
     video = frame["video_id"].to_numpy(dtype=np.int64)  # (n_file,)
     date = frame["date"].to_numpy(dtype=np.int64)
@@ -107,18 +96,28 @@ def item_daily_groups(
             f"{path}: columns 'video_id', 'date' repeat {int(same.sum()):,} pair(s) (first video {video[first]} "
             f"on {date[first]}); expected one row per video and day"
         )
+    return frame, video, date
+
+
+def _kept_rows(
+    path: Path,
+    frame: pd.DataFrame,
+    video: np.ndarray,
+    date: np.ndarray,
+    data: PreparedData,
+    cut_date: int | None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """(n_kept,) internal item of each row of the dataset's videos dated before the cut, by item then day."""
     file_rows = internal_index(data.item_ids, video)
     check_overlap(path, "video_id", video, file_rows, data.name)
     before = np.ones(len(frame), dtype=bool) if cut_date is None else date < int(cut_date)
     keep = np.flatnonzero(before & (file_rows > 0))
     keep = keep[np.lexsort((date[keep], file_rows[keep]))]  # by item, then day
-    rows = file_rows[keep]  # (n_kept,) sorted
-    kept = frame.iloc[keep].reset_index(drop=True)
-    n_rows = data.num_items + 1
+    return file_rows[keep], frame.iloc[keep].reset_index(drop=True)
 
-    # ---- static attributes: each item's last day before the cut
-    last = np.flatnonzero(np.r_[rows[1:] != rows[:-1], True]) if len(rows) else np.zeros(0, dtype=np.int64)
-    latest = kept.iloc[last].reset_index(drop=True)
+
+def _attribute_codes(latest: pd.DataFrame) -> tuple[list[np.ndarray], dict[str, tuple[str, ...]]]:
+    """Categorical ids and vocabularies of the first five static columns of each item's latest row."""
     columns, vocabularies = [], {}
     for name in STATIC_COLUMNS[:5]:  # five columns, not rows
         values = latest[name]
@@ -133,6 +132,16 @@ def item_daily_groups(
             codes, vocab = categorical_codes(text, unknown=unknown.to_numpy(dtype=bool, na_value=False))
         columns.append(codes)
         vocabularies[name] = vocab
+    return columns, vocabularies
+
+
+def _static_values(
+    rows: np.ndarray, kept: pd.DataFrame, date: np.ndarray, cut_date: int | None, n_rows: int
+) -> tuple[np.ndarray, dict[str, tuple[str, ...]]]:
+    """(n_rows, 7) int32 static attributes from each item's last day before the cut, and their vocabularies."""
+    last = np.flatnonzero(np.r_[rows[1:] != rows[:-1], True]) if len(rows) else np.zeros(0, dtype=np.int64)
+    latest = kept.iloc[last].reset_index(drop=True)
+    columns, vocabularies = _attribute_codes(latest)
     seconds = latest["video_duration"].to_numpy(dtype=np.float64) / 1000.0
     seconds = np.where(seconds > 0, seconds, np.nan)
     duration, vocabularies["duration_bucket"] = _bucket_codes(seconds, DURATION_EDGES_S)
@@ -146,12 +155,13 @@ def item_daily_groups(
     age, vocabularies["upload_age_bucket"] = _bucket_codes(
         np.where(age_days >= 0, age_days, np.nan), AGE_EDGES_DAYS
     )
-    static_rows = rows[last]
-    static = scatter_rows(
-        static_rows, np.stack([*columns, duration, age], axis=1), n_rows
-    )  # (n_items + 1, 7)
+    static = scatter_rows(rows[last], np.stack([*columns, duration, age], axis=1), n_rows)  # (n_items + 1, 7)
+    return static, vocabularies
 
-    # ---- aggregates over the days before the cut
+
+def _stats_values(rows: np.ndarray, kept: pd.DataFrame, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_rows, 11) float32 aggregates over the days before the cut, and (n_rows,) days per item."""
+
     def total(name: str) -> np.ndarray:
         values = kept[name].to_numpy(dtype=np.float64)
         return np.bincount(rows, weights=np.nan_to_num(values, nan=0.0), minlength=n_rows)  # (n_items + 1,)
@@ -177,27 +187,46 @@ def item_daily_groups(
         axis=1,
     ).astype(np.float32)  # (n_items + 1, 11)
     stats[0] = 0.0
-    existing = data.existing_items()
+    return stats, days
+
+
+def item_daily_groups(
+    path: Path, data: PreparedData, cut_date: int | None
+) -> tuple[FeatureGroup, FeatureGroup]:
+    """The ``item_static`` and ``item_stats`` groups, from rows dated before ``cut_date`` (yyyymmdd).
+
+    Args:
+        path: the item_daily_features.csv file.
+        data: the prepared dataset.
+        cut_date: only rows with ``date < cut_date`` are used; None uses every row (no split to protect).
+
+    Raises:
+        DataValidationError: the reader's checks, a (video_id, date) pair twice, or no video of the dataset.
+    """
+    frame, video, date = _checked_frame(path)
+    rows, kept = _kept_rows(path, frame, video, date, data, cut_date)  # (n_kept,) sorted
+    n_rows = data.num_items + 1
+    static, vocabularies = _static_values(rows, kept, date, cut_date, n_rows)
+    stats, days = _stats_values(rows, kept, n_rows)
     cut_text = "every row (no cut)" if cut_date is None else f"rows dated before {cut_date}"
-    static_group = FeatureGroup(
+    static_group = item_group(
+        data,
         name="item_static",
-        entity="item",
         kind="categorical",
         source=SOURCE,
         columns=STATIC_COLUMNS,
         values=static,
         vocabularies=vocabularies,
-        covered=int(np.count_nonzero(existing & (static > 0).any(axis=1))),
         notes=f"last row of each video among {cut_text}; vocabularies from those rows; unknown = 0",
     )
-    stats_group = FeatureGroup(
+    stats_group = item_group(
+        data,
         name="item_stats",
-        entity="item",
         kind="dense",
         source=SOURCE,
         columns=STATS_COLUMNS,
         values=stats,
-        covered=int(np.count_nonzero(existing & (days > 0))),
+        covered=int(np.count_nonzero(data.existing_items() & (days > 0))),
         notes=f"sums over {cut_text}; rates per show or play, 0 without history",
     )
     return static_group, stats_group

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from sasrec import integrity, paths
 from sasrec.data.features.table import FEATURE_FORMAT_VERSION, FeatureGroup, FeatureTable
+from sasrec.data.preparation.artifacts import read_recorded_bytes
 from sasrec.errors import IntegrityError, MissingDataError
 
 ARRAYS_FILE = "features.npz"
@@ -60,16 +61,7 @@ def save_feature_table(table: FeatureTable, folder: str | Path) -> Path:
 def _read_arrays(folder: Path, record: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of features.npz, after checking the very bytes that are parsed."""
     path = folder / ARRAYS_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"{path} is missing") from None
-    if len(raw) != record.get("bytes"):
-        raise IntegrityError(
-            f"{path} has {len(raw):,} bytes instead of {record.get('bytes'):,} (truncated or replaced)"
-        )
-    if integrity.sha256_bytes(raw) != record.get(integrity.ALGORITHM):
-        raise IntegrityError(f"{path} does not match its sha256 (damaged)")
+    raw = read_recorded_bytes(path, record, str(path))
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

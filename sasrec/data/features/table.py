@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from sasrec import integrity
 from sasrec.errors import ConfigError, MissingDataError
+
+if TYPE_CHECKING:
+    from sasrec.data.contracts import PreparedData
 
 #: Bump when the groups, their columns or their computation change (the digest covers it).
 FEATURE_FORMAT_VERSION = 1
@@ -116,6 +119,35 @@ class FeatureGroup:
         if self.kind == "multi_hot":
             return {"indptr": self.values.indptr, "indices": self.values.indices, "data": self.values.data}
         return {"values": self.values}
+
+
+def item_group(
+    data: PreparedData,
+    *,
+    name: str,
+    kind: GroupKind,
+    source: str,
+    columns: tuple[str, ...],
+    values: np.ndarray | sp.csr_matrix,
+    notes: str,
+    vocabularies: Mapping[str, tuple[str, ...]] | None = None,
+    covered: int | None = None,
+) -> FeatureGroup:
+    """An item :class:`FeatureGroup`; ``covered`` defaults to the existing items whose row holds a value."""
+    if covered is None:
+        filled = np.diff(values.indptr) > 0 if sp.issparse(values) else (values != 0).any(axis=1)
+        covered = int(np.count_nonzero(data.existing_items() & filled))
+    return FeatureGroup(
+        name=name,
+        entity="item",
+        kind=kind,
+        source=source,
+        columns=columns,
+        values=values,
+        vocabularies={} if vocabularies is None else vocabularies,
+        covered=covered,
+        notes=notes,
+    )
 
 
 @dataclass(frozen=True)

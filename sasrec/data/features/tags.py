@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from sasrec.data.contracts import PreparedData
 from sasrec.data.features.alignment import check_overlap, check_unique, internal_index
-from sasrec.data.features.table import FeatureGroup, canonical_csr
+from sasrec.data.features.table import FeatureGroup, canonical_csr, item_group
 from sasrec.data.kuairec.readers import read_item_categories
 from sasrec.errors import DataValidationError
 
@@ -51,15 +51,12 @@ def tag_group(path: Path, data: PreparedData) -> FeatureGroup:
     )
     values = canonical_csr(matrix, (n_rows, N_TAGS))  # (n_items + 1, 31)
     values.data[:] = 1.0  # a tag listed twice is still one tag
-    existing = data.existing_items()
-    covered = int(np.count_nonzero(existing & (np.diff(values.indptr) > 0)))
-    return FeatureGroup(
+    return item_group(
+        data,
         name="tags",
-        entity="item",
         kind="multi_hot",
         source=SOURCE,
         columns=tuple(f"tag_{tag}" for tag in range(N_TAGS)),
         values=values,
-        covered=covered,
         notes="feat list literal -> multi-hot over tags 0..30; no tags = empty row",
     )

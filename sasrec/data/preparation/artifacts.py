@@ -120,19 +120,24 @@ def check_artifacts(out_dir: Path, meta: dict[str, Any], *, hash_contents: bool 
     return integrity.check_manifest(out_dir, meta["artifacts"], hash_contents=hash_contents)
 
 
-def _read_table(out_dir: Path, name: str, record: dict[str, Any]) -> pa.Table:
-    """Read one parquet artifact, hashing the very bytes that are parsed."""
-    path = out_dir / name
+def read_recorded_bytes(path: Path, record: dict[str, Any], label: str) -> bytes:
+    """The bytes of ``path`` once they match ``record`` (size, sha256); messages name it ``label``."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise IntegrityError(f"{name} is missing") from None
+        raise IntegrityError(f"{label} is missing") from None
     if len(raw) != record.get("bytes"):
         raise IntegrityError(
-            f"{name} has {len(raw):,} bytes instead of {record.get('bytes'):,} (truncated or replaced)"
+            f"{label} has {len(raw):,} bytes instead of {record.get('bytes'):,} (truncated or replaced)"
         )
     if integrity.sha256_bytes(raw) != record.get(integrity.ALGORITHM):
-        raise IntegrityError(f"{name} does not match its sha256 (damaged)")
+        raise IntegrityError(f"{label} does not match its sha256 (damaged)")
+    return raw
+
+
+def _read_table(out_dir: Path, name: str, record: dict[str, Any]) -> pa.Table:
+    """Read one parquet artifact, hashing the very bytes that are parsed."""
+    raw = read_recorded_bytes(out_dir / name, record, name)
     try:
         return pq.read_table(pa.BufferReader(raw))
     except (pa.ArrowException, OSError, ValueError) as exc:  # checksum matched: written wrong, not damaged
