@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sasrec.cli.common import check_at_least, check_data_dir, dataset_argument, str2bool
+from sasrec.cli.common import check_at_least, check_data_dir, dataset_argument, features_argument, str2bool
 from sasrec.data.cold_start import COLD_START_PROTOCOLS, ColdStart, cold_start_of
 from sasrec.data.contracts import SPLITS, PreparedData
 from sasrec.data.preparation.splits import default_split
@@ -28,7 +28,8 @@ from sasrec.data.tasks import build_cross_task, build_eval_task
 from sasrec.errors import ConfigError
 from sasrec.evaluation.protocol import PROTOCOLS, EvalResult, evaluate
 from sasrec.evaluation.results import metrics_payload, write_metrics_json
-from sasrec.models.baselines import BASELINES, Baseline
+from sasrec.models.baselines import BASELINES, Baseline, default_target
+from sasrec.models.content import CONTENT_BASELINES
 from sasrec.models.targets import TARGETS
 from sasrec.paths import check_writable, models_dir, user_path
 
@@ -150,9 +151,16 @@ def run(args: argparse.Namespace) -> int:
     from sasrec.data.preparation.pipeline import load_prepared
 
     params = parse_params(args.param)
-    reserved = sorted({"seed", "split", "target"} & set(params))
+    reserved = sorted({"seed", "split", "target", "features"} & set(params))
     if reserved:
         raise ConfigError(f"--param {reserved[0]}=... is not allowed: use --{reserved[0]}")
+    if args.features is not None and args.model not in CONTENT_BASELINES:
+        raise ConfigError(
+            f"--features applies to the side-feature baselines ({', '.join(CONTENT_BASELINES)}); "
+            f"{args.model} reads no side features"
+        )
+    if args.target is None:  # each model's own default (content: liked, the rest: views)
+        args.target = default_target(args.model)
     dataset, training, data_dir = _check_arguments(args)
     cold_start = _cold_start(args)
     progress = False if args.no_progress else None
@@ -175,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     fit_params = {**params, "target": args.target}  # the fitted events' positives (scoring: every view)
+    if args.model in CONTENT_BASELINES:  # resolved into the split's side-feature vectors by fit_baselines
+        fit_params["features"] = args.features or "all"
     models, results, timings = _fit_and_evaluate(args, fit_params, rec_data, split, {"valid": valid_task, "test": test_task},
                                                  eval_kwargs, cold_start)  # fmt: skip
     valid, test, test_model = results["valid"], results["test"], models["test"]
@@ -248,7 +258,14 @@ def add_parser(subparsers: Any) -> None:
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The dataset, model, metrics file, data folder, split, fitting policy and fitted target."""
     parser.add_argument("--dataset", required=True, help="small_matrix, big_matrix, *_no_remapping or .txt")
-    parser.add_argument("--model", required=True, choices=BASELINES)
+    parser.add_argument("--model", required=True, choices=(*BASELINES, *CONTENT_BASELINES))
+    parser.add_argument(
+        "--features",
+        type=features_argument,
+        default=None,
+        help="side features of the content and hybrid models: all (their default) or a comma list of "
+        "tags,categories,caption,item_daily,user (other baselines read no features)",
+    )
     parser.add_argument("--metrics_json", "--metrics-json", default=None, help="write metrics JSON here")
     parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None, help="folder of the CSVs")
     parser.add_argument(
@@ -263,9 +280,10 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target",
-        default="views",
+        default=None,
         choices=TARGETS,
-        help="which fitted views are positives: views (default), liked, relevant, graded (weighted by watch_ratio)",
+        help="which fitted views are positives: views (default; liked for content), liked, relevant, graded "
+        "(weighted by watch_ratio)",
     )
 
 

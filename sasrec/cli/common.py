@@ -127,3 +127,14 @@ def check_at_least(values: dict[str, object], minimum: int = 1) -> None:
     for flag, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{flag} must be an integer >= {minimum}; got {value!r}")
+
+
+def features_argument(value: str) -> str:
+    """A ``--features`` value: none, all or a comma list of groups (checked; lower case, no spaces)."""
+    from sasrec.training.features import parse_features
+
+    try:
+        parse_features(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return ",".join(part.strip() for part in value.lower().split(","))

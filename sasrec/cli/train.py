@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sasrec.cli.common import check_data_dir, dataset_argument, str2bool
+from sasrec.cli.common import check_data_dir, dataset_argument, features_argument, str2bool
 from sasrec.config import load_yaml_mapping
 from sasrec.data.cold_start import COLD_START_PROTOCOLS
 from sasrec.data.contracts import SPLITS, PreparedData
@@ -76,17 +76,6 @@ def _optional_float(value: str) -> float | None:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or none, got {value!r}") from None
-
-
-def _features_argument(value: str) -> str:
-    """A ``--features`` value: none, all or a comma list of groups (checked; lower case, no spaces)."""
-    from sasrec.training.features import parse_features
-
-    try:
-        parse_features(value)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return ",".join(part.strip() for part in value.lower().split(","))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -226,7 +215,7 @@ def _add_study_training_flags(parser: argparse.ArgumentParser) -> None:
     add("--fast_dropout", type=str2bool, metavar="BOOL", help="cheap CPU dropout masks (default true)")
     add(
         "--features",
-        type=_features_argument,
+        type=features_argument,
         metavar="{none,all,GROUP[,GROUP...]}",
         help="side features fused into every model's item (and user) representation: none (default), all "
         "(every available group) or a comma list of tags, categories, caption, item_daily, user",
@@ -236,6 +225,12 @@ def _add_study_training_flags(parser: argparse.ArgumentParser) -> None:
         type=str2bool,
         metavar="BOOL",
         help="keep the item id embeddings beside the features (default true; false: content only)",
+    )
+    add(
+        "--id_dropout",
+        type=float,
+        help="probability of dropping an item's id embedding at a training step, so the features alone learn "
+        "to represent it, as for a video never seen in training (default 0; needs --features)",
     )
     add("--amp", type=str2bool, metavar="BOOL", help="bf16 autocast on CUDA (no effect on CPU)")
     add("--compile", type=str2bool, metavar="BOOL", help="torch.compile the model")

@@ -74,6 +74,10 @@ class SequentialRecommender(nn.Module):
             ``[MASK]``).
     """
 
+    #: Probability of dropping an item's id embedding at a training step (features only then; set by the
+    #: training loop from ``TrainConfig.id_dropout``; no effect in evaluation or without features).
+    id_dropout: float = 0.0
+
     name: ClassVar[str] = "sequential"
     checkpoint_prefix: ClassVar[str] = "Sequential"
     causal: ClassVar[bool] = True
@@ -197,6 +201,7 @@ class SequentialRecommender(nn.Module):
         if self.id_embedding:
             sources.append(self.get_buffer("id_rows"))
         key = (
+            self.training,  # training draws the id dropout of the step
             torch.is_grad_enabled(),
             torch.is_inference_mode_enabled(),
             tuple((t.data_ptr(), t._version) for t in sources),
@@ -220,7 +225,12 @@ class SequentialRecommender(nn.Module):
             assert content is not None
             special = self._modules.get("special_emb")
             return content if special is None else torch.cat([content, special.weight])  # (R, d)
-        weight = self.item_emb.weight * self.get_buffer("id_rows").unsqueeze(1)  # (R, d) fitted items' ids
+        rows = self.get_buffer("id_rows")  # (R,) 1 for the fitted items' ids
+        if self.training and self.id_dropout > 0:  # DropoutNet: these items are their features this step
+            dropped = torch.rand(rows.shape, device=rows.device) < self.id_dropout  # (R,)
+            dropped[self.num_items + 1 :] = False  # special rows ([MASK]) keep theirs
+            rows = rows * (~dropped).to(rows.dtype)
+        weight = self.item_emb.weight * rows.unsqueeze(1)  # (R, d) the ids used
         if content is None:
             return weight
         extra = weight.shape[0] - content.shape[0]

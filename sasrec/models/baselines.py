@@ -420,6 +420,12 @@ def baseline_params(name: str) -> tuple[str, ...]:
     return tuple(p for p in signature.parameters if p not in {"self", "seed"})
 
 
+def default_target(name: str) -> str:
+    """The training target baseline ``name`` uses when none is given (``views``; ``liked`` for ``content``)."""
+    baseline_params(name)  # validates the name
+    return str(inspect.signature(_REGISTRY[name].__init__).parameters["target"].default)
+
+
 def make_baseline(name: str, *, seed: int = 0, **params: Any) -> Baseline:
     """Instantiate baseline ``name`` (one of :data:`BASELINES`) with keyword ``params``.
 

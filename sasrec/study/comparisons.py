@@ -58,6 +58,7 @@ def fit_baselines(
 
     fitted: dict[str, dict[str, Any]] = {}
     for name, params in baselines.items():
+        params = side_feature_params(data, name, params, split)
         fitted[name], by_mask = {}, {}
         for stage in stages:
             mask = policy_mask(data, split, fit_on, stage, cold_start=cold_start)
@@ -71,6 +72,26 @@ def fit_baselines(
                 by_mask[digest["sha256"]] = model
             fitted[name][stage] = by_mask[digest["sha256"]]
     return fitted
+
+
+def side_feature_params(
+    data: PreparedData, name: str, params: dict[str, Any] | None, split: str
+) -> dict[str, Any]:
+    """A baseline's parameters with a ``features`` setting (``all``, ``tags,caption``...) of the ``content`` and
+    ``hybrid`` baselines replaced by the dataset's side-feature vectors (the split's feature table, cached
+    next to the prepared dataset; :func:`~sasrec.training.features.baseline_side_features`)."""
+    from sasrec.models.content import CONTENT_BASELINES
+    from sasrec.training.features import baseline_side_features
+
+    params = dict(params or {})
+    if name in CONTENT_BASELINES:
+        setting = params.get("features", "all")
+        if isinstance(setting, str):
+            try:
+                params["features"] = baseline_side_features(data, setting, split)
+            except ConfigError as exc:
+                raise ConfigError(f"baselines.{name}.features: {exc}") from None
+    return params
 
 
 def trained_scorers(

@@ -68,7 +68,9 @@ class TrainConfig:
     ``features`` fuses side features into every model's item (and user) representation: ``none`` (ids
     only, the default), ``all`` (every available group) or a comma list of ``tags``, ``categories``,
     ``caption``, ``item_daily``, ``user`` (:mod:`sasrec.training.features`); ``id_embedding`` false leaves
-    items represented by their features alone (content only).
+    items represented by their features alone (content only); ``id_dropout`` p drops each item's id
+    embedding with probability p at every training step (features alone then represent it, as they do for a
+    video nobody watched; DropoutNet, Volkovs et al., NeurIPS 2017).
     """
 
     model: str = "sasrec"
@@ -105,6 +107,7 @@ class TrainConfig:
     cold_start_seed: int = 0
     features: str = "none"
     id_embedding: bool = True
+    id_dropout: float = 0.0
     k: int = 10
     seed: int = 0
     device: str = "auto"
@@ -198,6 +201,12 @@ class TrainConfig:
             raise ConfigError(f"num_heads ({self.num_heads}) must divide hidden_units ({self.hidden_units})")
         number("lr", 0.0, math.inf, low_open=True)
         number("dropout_rate", 0.0, 1.0)
+        number("id_dropout", 0.0, 1.0, high_open=True)
+        if self.id_dropout > 0 and not parse_features(self.features):
+            raise ConfigError(
+                f"id_dropout={self.id_dropout} needs side features (an item without its id embedding has no "
+                "other representation); set features (e.g. all) or id_dropout=0"
+            )
         if self.attention_dropout is not None:
             number("attention_dropout", 0.0, 1.0)
         number("l2_emb", 0.0, math.inf)

@@ -133,11 +133,22 @@ def _dense_scaled(values: np.ndarray) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
-def feature_bundle(table: FeatureTable, groups: Sequence[str]) -> FeatureBundle:
+#: Groups that describe how a video was watched (not what it is): blank for a video withheld under item
+#: cold-start, which has no behaviour to aggregate.
+BEHAVIOUR_GROUPS = ("item_stats",)
+
+
+def feature_bundle(
+    table: FeatureTable, groups: Sequence[str], *, blank_items: np.ndarray | None = None
+) -> FeatureBundle:
     """The tensors of ``groups`` of ``table`` for a model, with the digest of the sub-table they come from.
 
     Multi-hot groups keep their CSR layout (values and row offsets), categorical ids become int64, dense
     columns are scaled to unit root mean square (a zero row stays zero).
+
+    Args:
+        blank_items: (I+1,) bool; the rows of these items in :data:`BEHAVIOUR_GROUPS` are zeroed (item
+            cold-start: a withheld video's behavioural aggregates would tell the model how popular it is).
     """
     used = subset_table(table, groups)
     tensors = []
@@ -157,9 +168,13 @@ def feature_bundle(table: FeatureTable, groups: Sequence[str]) -> FeatureBundle:
                 values=torch.from_numpy(np.asarray(group.values, dtype=np.int64)),
             ))  # fmt: skip
         else:
+            dense = _dense_scaled(group.values)  # (rows, D)
+            # blanked after scaling, so every other video keeps its values
+            if blank_items is not None and name in BEHAVIOUR_GROUPS:
+                dense[np.asarray(blank_items, dtype=bool)] = 0.0
             tensors.append(GroupTensors(
                 name=name, entity=group.entity, kind=group.kind, rows=group.values.shape[0],
-                sizes=(group.width,), values=torch.from_numpy(_dense_scaled(group.values)),
+                sizes=(group.width,), values=torch.from_numpy(dense),
             ))  # fmt: skip
     return FeatureBundle(groups=tuple(tensors), digest=used.digest())
 
@@ -204,6 +219,7 @@ def run_features(
     *,
     table: FeatureTable | None = None,
     data_dir: str | Path | None = None,
+    blank_items: np.ndarray | None = None,
 ) -> RunFeatures | None:
     """The side features a run on ``data`` / ``split`` uses under ``features``; None under ``none``.
 
@@ -213,6 +229,8 @@ def run_features(
         split: the run's split (the daily aggregates stop before its held-out period).
         table: a feature table to use instead of the cached one (it must belong to ``data``).
         data_dir: where the side files are (default: beside the dataset's source file).
+        blank_items: (I+1,) bool items whose behavioural aggregates are zeroed (the withheld videos of item
+            cold-start, :func:`feature_bundle`); the schema and digest stay the table's.
     """
     if not parse_features(features):
         return None
@@ -227,7 +245,7 @@ def run_features(
             "items); build it from the run's dataset"
         )
     groups = select_groups(table, features, data_dir=data_dir)
-    bundle = feature_bundle(table, groups)
+    bundle = feature_bundle(table, groups, blank_items=blank_items)
     schema = json.loads(json.dumps(subset_table(table, groups).schema()))  # plain JSON types (checkpoints)
     logger.info("side features of %s: %s (digest %s)", data.name, ", ".join(groups), bundle.digest[:12])
     return RunFeatures(features=features, groups=groups, bundle=bundle, schema=schema, digest=bundle.digest)
@@ -251,3 +269,47 @@ def check_feature_table(payload: dict[str, Any], table: FeatureTable, path: str 
             f"{', '.join(groups)}) but the table given has digest {digest[:16]}; pass the feature table it was "
             "trained with, or load it without one (the checkpoint carries its features)"
         )
+
+
+def baseline_side_features(
+    data: PreparedData,
+    features: str,
+    split: str,
+    *,
+    table: FeatureTable | None = None,
+    data_dir: str | Path | None = None,
+) -> Any:
+    """The :class:`~sasrec.models.content.ItemSideFeatures` of ``data`` for the ``content`` and ``hybrid``
+    baselines: the groups ``features`` selects (:func:`select_groups`), encoded as each baseline expects.
+
+    ``item_stats`` (dense behavioural aggregates) is left out: the baselines' blocks are the item's content
+    (tags, categories, topics, caption, static attributes) and the user's attributes.
+
+    Raises:
+        ConfigError: ``features`` is ``none`` (these baselines need side features) or names an unavailable
+            group; CheckpointMismatchError: the table belongs to another dataset.
+    """
+    from sasrec.models.content import ItemSideFeatures
+
+    if not parse_features(features):
+        raise ConfigError(
+            "the content and hybrid baselines need side features: set features to all or a comma list of "
+            f"{','.join(FEATURE_SWITCHES)} (got {features!r})"
+        )
+    if table is None:
+        from sasrec.data.features.cache import cached_feature_table
+
+        table = cached_feature_table(data, split, data_dir=data_dir)
+    if table.data_fingerprint != data.fingerprint or table.num_items != data.num_items:
+        raise CheckpointMismatchError(
+            f"the feature table belongs to dataset {table.dataset!r} (fingerprint {table.data_fingerprint}), "
+            f"not to {data.name!r} (fingerprint {data.fingerprint}); build it from the same dataset"
+        )
+    groups = [group for group in select_groups(table, features, data_dir=data_dir) if group != "item_stats"]
+    arrays = {group: table.group(group).values for group in groups}
+    vocab = {
+        group: list(table.group(group).vocab_sizes.values())
+        for group in groups
+        if table.group(group).kind == "categorical"
+    }
+    return ItemSideFeatures.from_arrays(**arrays, vocab_sizes=vocab, data_fingerprint=table.data_fingerprint)

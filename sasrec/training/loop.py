@@ -274,7 +274,10 @@ def build_run(
     # the run's config (checkpoints) records the value used
     config = fit_to_catalogue(config, data.num_items, data.name)
     valid_task = validation_task(data, config) if validate else None
-    side = run_features(data, config.features, config.split, table=features)  # None under features none
+    cold = config.cold_start_spec()
+    # a video withheld under item cold-start has no behaviour: its behavioural aggregates are blanked
+    blank = cold.select(data, config.split).items if cold is not None and cold.protocol == "items" else None
+    side = run_features(data, config.features, config.split, table=features, blank_items=blank)
     torch.manual_seed(config.seed)
     model = build_model(
         config.model, data.num_items, **config.to_dict(), **(side.model_kwargs() if side is not None else {})
@@ -282,6 +285,7 @@ def build_run(
     if side is not None:
         model.load_features(side.bundle)
         model.set_fitted_items(torch.from_numpy(data.item_counts(mask) > 0))  # ids of unfitted items unused
+        model.id_dropout = float(config.id_dropout)
     model = model.to(device)
     engine: torch.nn.Module = torch.compile(model) if config.compile else model
     if context.distributed:
@@ -305,7 +309,7 @@ def build_run(
     return TrainingRun(
         config=config, data=data, device=device, context=context, model=model, engine=engine,
         optimizer=config.make_optimizer(model.parameters()),
-        generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator),
+        generator=generator, sampler=NegativeSampler(data, mask, device=device, generator=generator, unavailable=blank),
         tensors=tensors, widths=(sequences.inputs != 0).sum(axis=1),
         popularity=target_counts(data, mask, config.target).astype(np.float32),
         fit_events={**events_digest(data, mask), **describe_target(data, mask, config.target)},
@@ -678,8 +682,12 @@ def batch_loss_terms(
         return bce_loss(pos_logits, neg_logits, valid, weight, position_weight), n_terms
     row_weight = None if position_weight is None else position_weight[valid]  # (N,)
     if config.loss == "ce":
+        weight, target_rows = model.output_embeddings(), targets[valid]  # (R, d), (N,)
+        catalogue = getattr(sampler, "catalogue", None)  # (C,) under item cold-start, else None
+        if catalogue is not None:  # item cold-start: the withheld videos are not in the softmax
+            weight, target_rows = weight[catalogue], sampler.catalogue_rows[target_rows]
         return chunked_cross_entropy(
-            hidden[valid], model.output_embeddings(), targets[valid], config.ce_chunk_size, row_weight
+            hidden[valid], weight, target_rows, config.ce_chunk_size, row_weight
         ), n_terms
     # K negatives drawn for every loss position (gSASRec's k negatives per positive), never a training item of the
     # user; drawn for the N positions in row order, so extra padding columns do not change the draw

@@ -25,10 +25,19 @@ class NegativeSampler:
         train_mask: boolean mask over ``data.events`` of the training events.
         device: where the lookup tables live and samples are drawn.
         generator: torch generator on ``device`` (its state is saved in checkpoints).
+        unavailable: (I+1,) bool items never drawn as uniform negatives, for any user: the videos withheld
+            under item cold-start, which do not exist yet while the model trains (else every step would
+            teach the model that they are never watched).
     """
 
     def __init__(
-        self, data: PreparedData, train_mask: np.ndarray, *, device: torch.device, generator: torch.Generator
+        self,
+        data: PreparedData,
+        train_mask: np.ndarray,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
+        unavailable: np.ndarray | None = None,
     ) -> None:
         self.num_items = data.num_items
         self.device = device
@@ -40,6 +49,21 @@ class NegativeSampler:
         n_slots = data.num_users + 1
 
         keys = np.unique(users * stride + items)  # sorted distinct (user, item) pairs
+        self.train_keys = torch.from_numpy(keys).to(device)
+        #: (C,) the items a full softmax ranks over and (I+1,) each one's row among them; None: every item
+        self.catalogue: torch.Tensor | None = None
+        self.catalogue_rows: torch.Tensor | None = None
+        if unavailable is not None and np.asarray(unavailable).any():  # members of every user's excluded set
+            kept = np.flatnonzero(~np.asarray(unavailable, dtype=bool)).astype(
+                np.int64
+            )  # (C,) padding 0 included
+            rows = np.zeros(stride, dtype=np.int64)
+            rows[kept] = np.arange(len(kept))
+            self.catalogue = torch.from_numpy(kept).to(device)
+            self.catalogue_rows = torch.from_numpy(rows).to(device)
+            hidden = np.flatnonzero(np.asarray(unavailable, dtype=bool)).astype(np.int64)  # (H,)
+            grid = (np.arange(n_slots, dtype=np.int64)[:, None] * stride + hidden[None, :]).ravel()  # (U+1)*H
+            keys = np.union1d(keys, grid)
         key_users = keys // stride
         key_items = keys % stride
         counts = np.bincount(key_users, minlength=n_slots)
@@ -47,7 +71,6 @@ class NegativeSampler:
         np.cumsum(counts[:-1], out=starts[1:])
         rank_in_user = np.arange(len(keys)) - starts[key_users]
         rank_keys = key_users * stride + (key_items - 1 - rank_in_user)  # non-decreasing
-        self.train_keys = torch.from_numpy(keys).to(device)
         self._rank_keys = torch.from_numpy(rank_keys).to(device)
         self._starts = torch.from_numpy(starts).to(device)
         self._free = torch.from_numpy(self.num_items - counts).to(device)  # (U+1,) items never trained on
