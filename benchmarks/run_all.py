@@ -79,6 +79,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         rows = [(name, fig["loss"], fig["hidden_units"], fig["ms_per_batch_median"], f"{fig['positions_per_s']:,}")
                 for name, fig in models.items() if isinstance(fig, dict)]  # fmt: skip
         lines += _table(("model", "loss", "hidden", "ms per batch", "positions/s"), rows)
+    if ce := _figures(results, "ce"):
+        lines += ce_section(ce)
     if command := _figures(results, "train_command"):
         lines += ["", "## The train command end to end (Games-shaped text file, maxlen 50, 2 epochs)", ""]
         rows = [("whole command (wall)", command["wall_seconds"]),
@@ -159,8 +161,34 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _table(("processes", "s per epoch", "epochs (s)", "command wall s"), rows)
         if ddp.get("speedup_2_over_1"):
             lines += ["", f"2 processes against 1: {ddp['speedup_2_over_1']}x per epoch."]
+    if ts := _figures(results, "two_stage"):
+        lines += ["", f"## Two-stage ranker: {ts['users']:,} users x {ts['candidates']} candidates, {ts['columns']} "
+                      f"columns ({ts['features']}), {ts['threads']} threads", ""]  # fmt: skip
+        lines += _table(("step", "seconds", "target"),
+                        [("LightGBM lambdarank fit", ts["fit_s"], f"<= {ts['target_fit_s']:.0f} s"),
+                         ("ranking (predict)", ts["rank_s"], f"<= {ts['target_rank_s']:.0f} s")])  # fmt: skip
+        lines += ["", f"Peak memory {ts['peak_rss_gb']} GB (target <= {ts['target_peak_gb']:.0f} GB)."]
     lines += real_profile_tables(ROOT / "reports" / "real")
     return "\n".join(lines) + "\n"
+
+
+def ce_section(ce: dict[str, Any]) -> list[str]:
+    """``bench_ce.py``'s table: ms per step before/after the fused loss, and the compute bound of each step."""
+    lines = ["", "## Full-softmax cross-entropy: before/after and the compute bound", "",
+             f"Training step (loss, backward, Adam) at batch {ce['batch']}, maxlen {ce['maxlen']}, {ce['items']:,} items, "
+             f"{ce['threads']} threads; medians, all variants taken in turn on the same batches. Bound = the step "
+             "without the logits (rest) + the logits' three matrix products at this machine's measured throughput "
+             "(6 N d (I+1) FLOPs over the N loss positions).", ""]  # fmt: skip
+    rows = [(name, v["hidden_units"], f"{v['loss_positions']:,}", v["before_ms"], v["after_ms"], v["rest_ms"],
+             f"{v['matmul_ms']} ({v['matmul_gflops']} GFLOP/s)", v["bound_ms"], f"{v['before_over_bound']}x",
+             f"{v['after_over_bound']}x") for name, v in ce["variants"].items()]  # fmt: skip
+    lines += _table(("model", "hidden", "loss positions", "before ms", "after ms", "rest ms", "matmuls ms",
+                     "bound ms", "before / bound", "after / bound"), rows)  # fmt: skip
+    fastest = ", ".join(f"{name} {v['after_over_bound_fastest']}x" for name, v in ce["variants"].items())
+    load = ce.get("load_average", ["?", "?"])
+    lines += ["", f"After / bound on the fastest batches: {fastest}; 1-minute load average {load[0]} before, "
+                  f"{load[1]} after (other processes on the 2 cores inflate every column, the small-chunk loss most)."]  # fmt: skip
+    return lines
 
 
 def real_profile_tables(folder: Path) -> list[str]:
