@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("sasrec.cli.prepare", "add_parser"),
     ("sasrec.cli.train", "add_parser"),
     ("sasrec.cli.baseline", "add_parser"),
+    ("sasrec.cli.twostage", "add_parser"),
+    ("sasrec.cli.tune", "add_parser"),
     ("sasrec.cli.report", "add_parser"),
     ("sasrec.cli.doctor", "add_parser"),
 )

@@ -189,7 +189,7 @@ def _members(keys: np.ndarray, matrix: sp.csr_matrix | None, pattern: sp.csr_mat
     return np.isin(keys, csr_entries(common)[0] * matrix.shape[1] + common.indices)
 
 
-class _TaskArrays:
+class TaskArrays:
     """What :func:`evaluate` needs of a task, computed once: sparse layouts and per-row counts, no dense mask.
 
     Target entries are kept as sorted keys ``row * C + item`` with their relevance, gain and rankability;
@@ -398,7 +398,7 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
     n_rows, n_cols = len(task), task.history.shape[1]
-    arrays = _TaskArrays(task, k, gain_clip)
+    arrays = TaskArrays(task, k, gain_clip)
     popularity_np = _popularity(task, arrays, item_popularity)
     columns = _Columns()
     recommended: torch.Tensor | None = None
@@ -437,7 +437,7 @@ def evaluate(
                       relevance_threshold=float(task.relevance_threshold), relevance=task.relevance, meta=meta)  # fmt: skip
 
 
-def _popularity(task: EvalTask, arrays: _TaskArrays, item_popularity: np.ndarray | None) -> np.ndarray:
+def _popularity(task: EvalTask, arrays: TaskArrays, item_popularity: np.ndarray | None) -> np.ndarray:
     """(I+1,) popularity for mean_popularity@k: given, else the task's (the fitted data's), else history sums."""
     n_cols = task.history.shape[1]
     if item_popularity is None:
@@ -461,7 +461,7 @@ class _Ranked:
 
 
 def _rank_batch(
-    arrays: _TaskArrays, scores: torch.Tensor, start: int, stop: int, k: int, protocol: str,
+    arrays: TaskArrays, scores: torch.Tensor, start: int, stop: int, k: int, protocol: str,
     row_keys: np.ndarray, num_negatives: int, seed: int,
 ) -> _Ranked:  # fmt: skip
     """Top-k of rows start..stop under ``protocol`` with the hits and gains of the ranked items."""
@@ -504,7 +504,7 @@ class _Columns:
         """Eligible negatives per user (sampled protocol)."""
         return self._joined(self.eligible_negatives, np.int64)
 
-    def frame(self, task: EvalTask, arrays: _TaskArrays, k: int) -> pd.DataFrame:
+    def frame(self, task: EvalTask, arrays: TaskArrays, k: int) -> pd.DataFrame:
         """The per-user table: user, counts, every metric at k, mean popularity of the list."""
         per_user = pd.DataFrame(
             {
@@ -562,7 +562,7 @@ def sampled_lists(
     _validate(task, 10, "sampled", num_negatives, 1.0)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive; got {batch_size!r}")
-    arrays = _TaskArrays(task, 10, 1.0)
+    arrays = TaskArrays(task, 10, 1.0)
     frames = []
     for start in range(0, len(task), batch_size):
         stop = min(start + batch_size, len(task))

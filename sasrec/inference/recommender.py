@@ -37,6 +37,7 @@ from sasrec.training.config import TrainConfig, resolve_device
 
 if TYPE_CHECKING:
     from sasrec.data.features import FeatureTable
+    from sasrec.inference.two_stage import TwoStage
 
 logger = logging.getLogger(__name__)
 
@@ -203,12 +204,19 @@ class Recommender:
         return Recommendations(self.item_ids[items.cpu().numpy()], values.float().cpu().numpy())
 
     def recommend_dataset(
-        self, data: PreparedData, *, top_n: int = 10, split: str | None = None
+        self,
+        data: PreparedData,
+        *,
+        top_n: int = 10,
+        split: str | None = None,
+        two_stage: TwoStage | None = None,
     ) -> pd.DataFrame:
         """Top-``top_n`` for every user of ``data`` from their train + valid events of the checkpoint's split.
 
         ``data`` must be the dataset the model was trained on (fingerprint checked). Columns: user_id,
-        rank, video_id, score, fallback (see :func:`sasrec.inference.recommend.recommend`).
+        rank, video_id, score, fallback (see :func:`sasrec.inference.recommend.recommend`). ``two_stage``: a
+        :class:`~sasrec.inference.two_stage.TwoStage` pipeline with a ranker (its retrievers and pair features
+        those of the test stage): the lists are its re-ranked candidates instead of this model's scores.
         """
         if self.fingerprint is not None:
             recorded = {
@@ -224,6 +232,8 @@ class Recommender:
                 "include events the model was evaluated on"
             )
         scorer = SequentialScorer(self.model, popularity=self.popularity, device=self.device)
+        if two_stage is not None:
+            scorer = two_stage.scorer()  # re-ranked candidates (a Scorer too)
         return recommend_for_dataset(
             scorer, data, top_n=top_n, split=split, maxlen=self.model.maxlen, popularity=self.popularity
         )

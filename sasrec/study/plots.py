@@ -789,3 +789,131 @@ __all__ = [
     "save_figure",
     "set_style",
 ]
+
+
+# -------------------------------------------------------------------------------------------- tuning
+def plot_tuning_history(
+    trials: pd.DataFrame, models: Sequence[str] | None = None, out: str | Path | None = None
+) -> Figure:
+    """Optuna's optimisation history, one panel per model: each complete trial's validation value, the best
+    value so far, and a grey line at each pruned trial (it has no final value).
+
+    Args:
+        trials: rows of :func:`sasrec.study.tuning.trials_frame` (model, number, state, value, best_so_far).
+        models: the models to show, in order (default: every model of ``trials``).
+    """
+    eda.require_columns(trials, ["model", "number", "state", "value", "best_so_far"], "plot_tuning_history")
+    names = list(models) if models is not None else list(dict.fromkeys(trials["model"]))
+    if not names:
+        raise ConfigError("plot_tuning_history: no model to show")
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = _new_figure(nrows, ncols, panel_size=(4.2, 3.2))
+    for ax, name in zip(axes.flat, names, strict=False):
+        part = trials[trials["model"] == name].sort_values("number", kind="stable")
+        complete = part[part["state"] == "COMPLETE"]
+        pruned = part[part["state"] == "PRUNED"]
+        ax.scatter(complete["number"], complete["value"], s=18, color="#1f77b4", label="complete", zorder=3)
+        for i, number in enumerate(pruned["number"]):  # pruned trials have no final value: a grey line
+            ax.axvline(number, color="#cccccc", linewidth=0.8, zorder=1, label="pruned" if i == 0 else None)
+        ax.step(part["number"], part["best_so_far"], where="post", color="#d62728", label="best so far")
+        ax.set_title(f"{name} ({len(complete)} complete, {len(pruned)} pruned)")
+        ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("validation value")
+    axes[0, 0].legend(loc="best", fontsize="small")
+    _hide_unused(axes, len(names))
+    return _finish(fig, out)
+
+
+def plot_param_importance(
+    importance: pd.DataFrame, models: Sequence[str] | None = None, out: str | Path | None = None
+) -> Figure:
+    """fANOVA importance of each searched parameter, one panel per model (a model with fewer than two complete
+    trials or no varied parameter has no row and shows a note instead).
+
+    Args:
+        importance: rows of :func:`sasrec.study.tuning.importances` (model, param, importance).
+        models: the models to show, in order (default: every model of ``importance``).
+    """
+    eda.require_columns(importance, ["model", "param", "importance"], "plot_param_importance")
+    names = list(models) if models is not None else list(dict.fromkeys(importance["model"]))
+    if not names:
+        raise ConfigError("plot_param_importance: no model to show")
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = _new_figure(nrows, ncols, panel_size=(4.2, 3.2))
+    for ax, name in zip(axes.flat, names, strict=False):
+        part = importance[importance["model"] == name].sort_values("importance", kind="stable")
+        if part.empty:
+            ax.text(0.5, 0.5, "no importance: fewer than 2 complete\ntrials or no varied value", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+            ax.set_axis_off()
+        else:
+            ax.barh(part["param"].astype(str), part["importance"], color="#1f77b4")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("importance (fANOVA)")
+        ax.set_title(name)
+    _hide_unused(axes, len(names))
+    return _finish(fig, out)
+
+
+__all__ += ["plot_param_importance", "plot_tuning_history"]
+
+
+def plot_feature_importance(
+    importance: pd.DataFrame, *, top: int = 20, out: str | Path | None = None
+) -> Figure:
+    """The two-stage ranker's feature importance: total gain of the ``top`` features, largest at the top.
+
+    Args:
+        importance: rows of :meth:`sasrec.models.ranker.LightGBMRanker.importance` (feature, gain).
+        top: how many features to show.
+    """
+    eda.require_columns(importance, ["feature", "gain"], "plot_feature_importance")
+    if importance.empty:
+        raise ConfigError("plot_feature_importance: no feature to show")
+    part = importance.sort_values("gain", ascending=False, kind="stable").head(int(top)).iloc[::-1]
+    fig, axes = _new_figure(panel_size=(6.0, max(2.5, 0.28 * len(part) + 1.0)))
+    ax = axes[0, 0]
+    ax.barh(part["feature"].astype(str), part["gain"], color="#1f77b4")
+    ax.set_xlabel("total gain (LightGBM)")
+    ax.set_title("two-stage ranker: feature importance")
+    return _finish(fig, out)
+
+
+__all__ += ["plot_feature_importance"]
+
+
+def plot_twin_differences(paired: pd.DataFrame, out: str | Path | None = None) -> Figure:
+    """Feature-aware model minus its id-only twin (paired NDCG difference and 95% interval over users): one
+    panel per protocol (standard, item cold-start, user cold-start), one row per architecture; a filled dot
+    is a difference whose interval excludes 0.
+
+    ``paired``: :func:`sasrec.study.preferences.twin_paired` (model, task, difference, low, high).
+    """
+    eda.require_columns(paired, ["model", "task", "difference", "low", "high"], "plot_twin_differences")
+    rows = paired.dropna(subset=["difference"])
+    if rows.empty:
+        raise DataValidationError("plot_twin_differences: no paired difference to show")
+    tasks = list(dict.fromkeys(rows["task"]))
+    models = list(dict.fromkeys(rows["model"]))
+    fig, axes = _new_figure(1, len(tasks), panel_size=(3.6, 0.45 * len(models) + 1.4), sharey=True)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        part = rows[rows["task"] == task]
+        y = np.array([len(models) - 1 - models.index(m) for m in part["model"]])
+        low, high = part["low"].to_numpy(dtype=float), part["high"].to_numpy(dtype=float)
+        diff = part["difference"].to_numpy(dtype=float)
+        clear = (low > 0) | (high < 0)
+        ax.hlines(y, low, high, color="#1f77b4")
+        ax.scatter(diff[clear], y[clear], color="#1f77b4", zorder=3)
+        ax.scatter(diff[~clear], y[~clear], facecolors="white", edgecolors="#1f77b4", zorder=3)
+        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(str(task))
+        ax.set_xlabel(f"{rows['metric'].iloc[0] if 'metric' in rows else 'ndcg'}: features - ids")
+        ax.set_yticks(range(len(models)), models[::-1])
+    _hide_unused(axes, len(tasks))
+    return _finish(fig, out)
+
+
+__all__ += ["plot_twin_differences"]
