@@ -19,7 +19,7 @@ OUT := reports/$(PROFILE)
 endif
 EXEC := $(OUT)/executed
 HTML := $(OUT)/html
-NOTEBOOKS := 01_eda 02_prepare_data 03_train 04_evaluate 05_cross_dataset 06_experiments
+NOTEBOOKS := 01_eda 02_prepare_data 03_train 04_evaluate 05_cross_dataset 06_experiments 07_features 08_tuning 09_two_stage
 EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%.ipynb)
 PKG_SRC := $(shell find sasrec -name "*.py" -o -name "*.j2") pyproject.toml
 DATA_STAMP := data/.stamps/$(PROFILE).data
@@ -72,6 +72,9 @@ $(EXEC)/03_train.ipynb: $(EXEC)/02_prepare_data.ipynb
 $(EXEC)/04_evaluate.ipynb: $(EXEC)/03_train.ipynb
 $(EXEC)/05_cross_dataset.ipynb: $(EXEC)/02_prepare_data.ipynb
 $(EXEC)/06_experiments.ipynb: $(EXEC)/02_prepare_data.ipynb
+$(EXEC)/07_features.ipynb: $(EXEC)/02_prepare_data.ipynb
+$(EXEC)/08_tuning.ipynb: $(EXEC)/03_train.ipynb
+$(EXEC)/09_two_stage.ipynb: $(EXEC)/03_train.ipynb $(EXEC)/05_cross_dataset.ipynb
 
 $(OUT)/README.md: $(EXECUTED)
 	$(PY) -m sasrec report summary --reports-dir $(OUT) --profile $(PROFILE)

@@ -25,10 +25,12 @@ from sasrec.study import notebooks as nb_tools
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NAMES = [nb.stem for nb in NOTEBOOKS]
-EXPECTED = ["01_eda", "02_prepare_data", "03_train", "04_evaluate", "05_cross_dataset", "06_experiments"]
+EXPECTED = ["01_eda", "02_prepare_data", "03_train", "04_evaluate", "05_cross_dataset", "06_experiments", "07_features",
+            "08_tuning", "09_two_stage"]
 SHARED = ("paths", "simulator", "preparation", "progress")
 #: metrics a notebook needs from an earlier one (the earlier notebook runs first when they are missing)
-NEEDS = {"04_evaluate": ("03_train", "training")}
+NEEDS = {"04_evaluate": ("03_train", "training"), "08_tuning": ("03_train", "training"),
+         "09_two_stage": ("03_train", "training")}
 
 
 def _cells(notebook: Path) -> list[dict]:
@@ -163,7 +165,8 @@ def test_notebook_runs_under_nbval_on_smoke_parameters(smoke_project: Path, name
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
     metrics = smoke_project / "reports" / "smoke" / "metrics"
     produced = {"01_eda": "eda", "02_prepare_data": "prepare", "03_train": "training", "04_evaluate": "evaluation",
-                "05_cross_dataset": "cross_dataset", "06_experiments": "experiments"}[name]  # fmt: skip
+                "05_cross_dataset": "cross_dataset", "06_experiments": "experiments", "07_features": "features",
+                "08_tuning": "tuning", "09_two_stage": "two_stage"}[name]  # fmt: skip
     assert (metrics / f"{produced}.json").is_file(), f"{produced}.json was not written"
     payload = json.loads((metrics / f"{produced}.json").read_text())
     assert "simulator" in payload["data_source"]  # every report says which data it ran on

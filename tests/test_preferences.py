@@ -205,3 +205,24 @@ def test_twin_table_pairs_each_model_with_its_own_twin() -> None:
     assert "better with features: m +0.2000" in sentences[0] and "item cold-start" in sentences[0]
     assert "configure another target for m" in sentences[-1]
     assert isinstance(pd.DataFrame(payload["table"]), pd.DataFrame)
+
+
+def test_the_full_run_uses_the_targets_its_committed_report_selected_on_validation() -> None:
+    """params/full's default target of every model is the one notebook 07's validation selected, as recorded
+    in the committed metrics (a changed parameter file or a report selecting otherwise fails here)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    payload = json.loads((root / "reports" / "metrics" / "features.json").read_text(encoding="utf-8"))
+    full = {name: yaml.safe_load((root / "params" / "full" / f"{name}.yaml").read_text(encoding="utf-8"))
+            for name in ("03_train", "04_evaluate", "07_features")}  # fmt: skip
+    configured = preferences.configured_targets(full["03_train"]["models"], full["04_evaluate"]["baselines"])
+    selected = preferences.selected_targets(payload["targets"], payload["k"])
+    assert selected and {m: configured[m] for m in selected} == selected
+    ran = payload["params_targets"]  # what notebook 07 ran with
+    assert ran == {m: configured[m] for m in ran}
+    # notebook 07 compares the very models and baselines of notebooks 03 and 04 (random has no target)
+    assert full["07_features"]["models"] == full["03_train"]["models"]
+    assert full["07_features"]["baselines"] == {
+        k: v for k, v in full["04_evaluate"]["baselines"].items() if k != "random"
+    }

@@ -159,6 +159,9 @@ METRICS_NOTEBOOKS = {
     "training_big": "05_cross_dataset",
     "cross_dataset": "05_cross_dataset",
     "experiments": "06_experiments",
+    "features": "07_features",
+    "tuning": "08_tuning",
+    "two_stage": "09_two_stage",
 }
 
 

@@ -557,6 +557,8 @@ def _difference_sentence(
     if row.empty:
         return None
     diff, low, high = (float(row[c].iloc[0]) for c in ("difference", "low", "high"))
+    if not np.isfinite(diff):  # no user with a relevant target under this protocol
+        return None
     return f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]", diff, low, high
 
 

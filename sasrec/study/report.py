@@ -26,7 +26,18 @@ from sasrec.errors import MissingDataError
 from sasrec.evaluation.metrics import headline_metrics
 from sasrec.study.comparisons import metric_table, paired_summary
 
-METRIC_FILES = ("eda", "prepare", "training", "evaluation", "training_big", "cross_dataset", "experiments")
+METRIC_FILES = (
+    "eda",
+    "prepare",
+    "training",
+    "evaluation",
+    "training_big",
+    "cross_dataset",
+    "experiments",
+    "features",
+    "tuning",
+    "two_stage",
+)
 TEMPLATE = "summary.md.j2"
 
 
@@ -368,6 +379,35 @@ def _grid(experiments: dict[str, Any] | None) -> dict[str, Any] | None:
             "top": markdown_table(runs[columns].head(15))}  # fmt: skip
 
 
+def tuning_findings(payload: dict[str, Any]) -> list[str]:
+    """The headline ranking of the tuned models (every model searched with the same budget) and its agreement
+    with the default configurations' ranking."""
+    comparison = payload.get("comparison") or {}
+    rows = sorted(comparison.get("table") or [], key=lambda r: -r["tuned"])
+    if not rows:
+        return []
+    trials = payload["tuning"]["trials"]
+    better = [r["model"] for r in rows if r["low"] > 0]
+    order = ", ".join(f"{r['model']} {r['tuned']:.4f}" for r in rows)
+    kendall = comparison.get("kendall") or {}
+    tau = kendall.get("kendall_tau")
+    return [
+        f"Tuned with the same budget ({trials} Optuna trials per model, validation only), test ndcg@10: {order}. "
+        + (f"Tuning beats the default configuration (paired interval above 0) for {', '.join(better)}. " if better
+           else "Tuning beats no default configuration beyond its paired interval. ")
+        + (f"Kendall's tau between the default and tuned rankings: {tau:.2f}." if tau is not None else "")
+    ]  # fmt: skip
+
+
+def _tuning(payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tuning section's context (``metrics/tuning.json``, notebook 08)."""
+    if not payload:
+        return None
+    from sasrec.study import tuning
+
+    return tuning.tuning_context(payload, payload.get("comparison"))
+
+
 def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str, Any]:
     """Everything the template shows, computed from the metrics JSON."""
     findings = []
@@ -377,6 +417,12 @@ def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str,
         findings += cross_findings(metrics["cross_dataset"])
     if metrics.get("experiments"):
         findings += grid_findings(metrics["experiments"])
+    from sasrec.study import preferences, two_stage
+
+    if metrics.get("tuning"):
+        findings += tuning_findings(metrics["tuning"])
+    if metrics.get("features"):
+        findings += preferences.findings(metrics["features"])
     prepare, eda = metrics.get("prepare"), metrics.get("eda")
     return {
         **_header(metrics, profile),
@@ -386,6 +432,9 @@ def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str,
         "training": _training(metrics.get("training")),
         "training_big": _training(metrics.get("training_big")),
         "grid": _grid(metrics.get("experiments")),
+        "features": preferences.report_context(metrics.get("features")),
+        "tuning": _tuning(metrics.get("tuning")),
+        "ts": two_stage.report_context(metrics["two_stage"]) if metrics.get("two_stage") else None,
         "splits": markdown_table(_frame(prepare, "splits")) if prepare else None,
         "leakage": markdown_table(_frame(prepare, "leakage")) if prepare and prepare.get("leakage") else None,
         "real_comparison": markdown_table(_frame(eda, "comparison")) if eda else None,

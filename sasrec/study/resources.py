@@ -271,6 +271,12 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
         add(notebook, {"prepared small_matrix": BYTES_PER_ROW["prepared"] * data["rows"],
                        "training logits": _model_peak_bytes(models, training, data["items"])},
             training_minutes(models, training, data["users"], data["items"]))  # fmt: skip
+    for notebook, models, training in (_features_arms(params.get("07_features", {})),
+                                       _tuning_arms(params.get("08_tuning", {}))):  # fmt: skip
+        if models:
+            add(notebook, {"prepared small_matrix": BYTES_PER_ROW["prepared"] * small["rows"],
+                           "training logits": _model_peak_bytes(models, training, small["items"])},
+                training_minutes(models, training, small["users"], small["items"]))  # fmt: skip
     add("04_evaluate", {"prepared small_matrix": BYTES_PER_ROW["prepared"] * small["rows"],
                         "EASE Gram matrices": _ease_bytes(small["items"])})  # fmt: skip
     nb = params.get("05_cross_dataset", {})
@@ -280,6 +286,35 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
         "training logits": _model_peak_bytes(nb.get("models") or {}, nb.get("training") or {}, big["items"]),
     }, training_minutes(nb.get("models") or {}, nb.get("training") or {}, big["users"], big["items"]))  # fmt: skip
     return needs
+
+
+def _features_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Notebook 07's trained arms: every model under every target, each twin model twice under each protocol, and
+    the ablation (every, none, without and with each group) under two protocols of its largest twin model."""
+    models, training = nb.get("models") or {}, nb.get("training") or {}
+    twins = [name for name in nb.get("twin_models") or [] if name in models]
+    groups = len(nb.get("ablation_groups") or [])
+    arms = {f"{name}|{target}": spec for name, spec in models.items() for target in nb.get("targets") or []}
+    arms.update({f"{name}|{p}|{v}": models[name] for name in twins for p in range(3) for v in range(2)})
+    if twins:
+        arms.update({f"ablation|{i}": models[twins[0]] for i in range(2 * (2 + 2 * groups))})
+    return "07_features", arms, training
+
+
+def _tuning_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Notebook 08's trials: ``trials`` runs of every trained model, each at most ``epoch_cap`` epochs at the
+    longest input length its search space allows."""
+    tuning, training = nb.get("tuning") or {}, dict(nb.get("training") or {})
+    models, spaces = nb.get("models") or {}, tuning.get("spaces") or {}
+    arms = {}
+    for name, spec in models.items():
+        lengths = (spaces.get(name) or {}).get("maxlen")
+        longest = max(lengths) if isinstance(lengths, list) and lengths else training.get("maxlen", 200)
+        arms.update(
+            {f"{name}|{i}": {**(spec or {}), "maxlen": longest} for i in range(int(tuning.get("trials", 0)))}
+        )
+    training["num_epochs"] = int(tuning.get("epoch_cap", training.get("num_epochs", 1)))
+    return "08_tuning", arms, training
 
 
 def profile_requirements(profile: str) -> dict[str, Any]:
