@@ -25,12 +25,24 @@ from sasrec.study import notebooks as nb_tools
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NAMES = [nb.stem for nb in NOTEBOOKS]
-EXPECTED = ["01_eda", "02_prepare_data", "03_train", "04_evaluate", "05_cross_dataset", "06_experiments", "07_features",
-            "08_tuning", "09_two_stage"]
+EXPECTED = [
+    "01_eda",
+    "02_prepare_data",
+    "03_train",
+    "04_evaluate",
+    "05_cross_dataset",
+    "06_experiments",
+    "07_features",
+    "08_tuning",
+    "09_two_stage",
+]
 SHARED = ("paths", "simulator", "preparation", "progress")
 #: metrics a notebook needs from an earlier one (the earlier notebook runs first when they are missing)
-NEEDS = {"04_evaluate": ("03_train", "training"), "08_tuning": ("03_train", "training"),
-         "09_two_stage": ("03_train", "training")}
+NEEDS = {
+    "04_evaluate": ("03_train", "training"),
+    "08_tuning": ("03_train", "training"),
+    "09_two_stage": ("03_train", "training"),
+}
 
 
 def _cells(notebook: Path) -> list[dict]:
