@@ -260,8 +260,9 @@ def test_report_verify_removes_exactly_the_notebooks_whose_outputs_are_damaged(
         "metrics file reports/fake/metrics/training_big.json is missing; make report reruns 05_cross_dataset",
         "reports/fake/executed: 4 executed notebook(s) removed",
     ]
-    assert _executed(root) == ["03_train.ipynb", "06_experiments.ipynb", "06_experiments.ipynb.partial.ipynb"]
-    assert sorted(p.name for p in (out / "html").iterdir()) == ["03_train.html", "06_experiments.html"]
+    kept = ["03_train", "06_experiments", "07_features", "08_tuning", "09_two_stage"]
+    assert _executed(root) == sorted([f"{n}.ipynb" for n in kept] + ["06_experiments.ipynb.partial.ipynb"])
+    assert sorted(p.name for p in (out / "html").iterdir()) == [f"{n}.html" for n in kept]
     assert sasrec.cli.main(["report", "verify", "--profile", "nope"]) == 2
     assert capsys.readouterr().err == (
         f"error: --profile nope: {root / 'params' / 'nope'} does not exist; choose one of fake\n"

@@ -233,10 +233,10 @@ def test_random_scores_equal_with_and_without_remapping(protocol: str) -> None:
 
 def test_the_sampled_positives_share_no_array_with_the_targets() -> None:
     """Building the positives (relevant, rankable targets) drops entries in place: it must work on a copy."""
-    from sasrec.evaluation.protocol import _TaskArrays
+    from sasrec.evaluation.protocol import TaskArrays
 
     task = dense_task()
-    arrays = _TaskArrays(task, 3, 5.0)
+    arrays = TaskArrays(task, 3, 5.0)
     expected = sp.csr_matrix(task.targets)
     assert arrays.targets.nnz == expected.nnz and (arrays.targets != expected).nnz == 0
     assert arrays.positives.nnz == int(arrays.target_positive.sum()) < expected.nnz
