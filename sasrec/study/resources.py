@@ -285,9 +285,8 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
         "EASE Gram matrices": _ease_bytes(big["items"]) if "ease" in (nb.get("baselines") or {}) else 0.0,
         "training logits": _model_peak_bytes(nb.get("models") or {}, nb.get("training") or {}, big["items"]),
     }, training_minutes(nb.get("models") or {}, nb.get("training") or {}, big["users"], big["items"]))  # fmt: skip
-    if (
-        "09_two_stage" in params
-    ):  # LightGBM's float64 rows: every big-matrix user x its candidates x ~100 columns
+    # notebook 09: float64 pair rows, every big-matrix user x its candidates x about 70 columns (the benchmark's)
+    if "09_two_stage" in params:
         candidates = int((params["09_two_stage"].get("two_stage") or {}).get("num_candidates", 200))
         add("09_two_stage", {"prepared matrices": BYTES_PER_ROW["prepared"] * rows,
                              "ranker rows": 8.0 * 70 * big["users"] * min(candidates, big["items"]),
