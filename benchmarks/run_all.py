@@ -176,7 +176,8 @@ def ce_section(ce: dict[str, Any]) -> list[str]:
     """``bench_ce.py``'s table: ms per step before/after the fused loss, and the compute bound of each step."""
     lines = ["", "## Full-softmax cross-entropy: before/after and the compute bound", "",
              f"Training step (loss, backward, Adam) at batch {ce['batch']}, maxlen {ce['maxlen']}, {ce['items']:,} items, "
-             f"{ce['threads']} threads; medians, all variants taken in turn on the same batches. Bound = the step "
+             f"{ce['threads']} threads; medians, the three steps taken in turn on the same batches. Before: the loss that "
+             "recomputed the logits in backward (kept in `bench_ce.py`); after: `chunked_cross_entropy`. Bound = the step "
              "without the logits (rest) + the logits' three matrix products at this machine's measured throughput "
              "(6 N d (I+1) FLOPs over the N loss positions).", ""]  # fmt: skip
     rows = [(name, v["hidden_units"], f"{v['loss_positions']:,}", v["before_ms"], v["after_ms"], v["rest_ms"],
