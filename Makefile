@@ -85,7 +85,7 @@ $(OUT)/README.md: $(EXECUTED)
 WAIT ?= true
 CHECK_RESOURCES ?= true
 .PHONY: report-inner
-report: setup ## Run notebooks 01-06 headlessly (PROFILE=full|smoke, WAIT=false) and regenerate the report
+report: setup ## Run notebooks 01-09 headlessly (PROFILE=full|smoke, WAIT=false) and regenerate the report
 	+@$(PY) -m sasrec report run --profile $(PROFILE) $(if $(filter false no 0,$(WAIT)),--no-wait) \
 		$(if $(filter false no 0,$(CHECK_RESOURCES)),--no-resource-check) --make "$(MAKE)"
 
