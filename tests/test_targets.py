@@ -76,6 +76,8 @@ class _Sampler:
     """Known negatives: BCE's ``_negative(user, target)``; sampled losses' ``(user + k) % I + 1``."""
 
     generator = None
+    catalogue = None  # every item is in the full softmax (no item cold-start)
+    catalogue_rows = None
 
     def bce_negatives(self, users: torch.Tensor, targets: torch.Tensor, *, explicit: bool):
         negatives = (users[:, None] + targets) % N_ITEMS + 1  # (B, T)

@@ -352,6 +352,30 @@ def paired_comparisons(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def paired_against(
+    per_user: pd.DataFrame,
+    pairs: Sequence[tuple[str, str, str]],
+    evaluation: EvalConfig,
+    metrics: Sequence[str],
+) -> pd.DataFrame:
+    """Paired differences of chosen ``(model, reference, task)`` triples (a twin, a default configuration)
+    rather than of every model against one reference (:func:`paired_comparisons`); a pair either model of
+    which has no rows on the task is left out."""
+    from sasrec.evaluation.bootstrap import paired_table
+
+    frames = []
+    for model, reference, task in pairs:
+        sub = per_user[(per_user["task"] == task) & per_user["model"].isin([model, reference])]
+        by_model = {
+            name: frame.drop(columns=["model", "task", "protocol"]) for name, frame in sub.groupby("model")
+        }
+        if model not in by_model or reference not in by_model:
+            continue
+        frames.append(paired_table(by_model, reference, list(metrics), n_boot=evaluation.n_boot,
+                                   alpha=evaluation.alpha, seed=evaluation.seed).assign(task=task))  # fmt: skip
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 # --------------------------------------------------------------------------------------------- tables
 def metric_table(
     table: pd.DataFrame, task: str, protocol: str = "full", metrics: Sequence[str] | None = None

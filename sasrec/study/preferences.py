@@ -36,6 +36,7 @@ from sasrec.study.comparisons import (
     evaluate_models,
     evaluation_config,
     fit_baselines,
+    paired_against,
     shared_relevance,
 )
 from sasrec.study.resources import measure
@@ -133,40 +134,29 @@ def _train_arm(study: Any, data: PreparedData, config: TrainConfig) -> tuple[Any
     return scorer, info
 
 
+def _feature_arm(
+    study: Any,
+    data: PreparedData,
+    training: dict[str, Any],
+    name: str,
+    spec: dict[str, Any],
+    cold: ColdStart | None,
+    features: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Train model ``name`` under cold-start protocol ``cold`` with side features ``features`` (``none``: the
+    id-only twin, which has no feature path and so no id dropout either)."""
+    overrides = {**_cold_settings(cold), "features": features}
+    if features == "none":
+        overrides["id_dropout"] = 0.0
+    return _train_arm(study, data, arm_config(data, training, spec, name, **overrides))
+
+
 def _split_and_maxlen(training: dict[str, Any]) -> tuple[str, str, int]:
     return (
         str(training.get("split", "temporal")),
         str(training.get("fit_on", "train")),
         int(training["maxlen"]),
     )
-
-
-def _pairs(
-    per_user: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], evaluation: EvalConfig
-) -> pd.DataFrame:
-    """Paired differences of ``(arm, reference arm, task)`` triples on the headline metrics."""
-    from sasrec.evaluation.bootstrap import paired_table
-
-    k = evaluation.k
-    frames = []
-    for arm, reference, task in pairs:
-        sub = per_user[(per_user["task"] == task) & per_user["model"].isin([arm, reference])]
-        by_model = {
-            name: frame.drop(columns=["model", "task", "protocol"]) for name, frame in sub.groupby("model")
-        }
-        if arm not in by_model or reference not in by_model:
-            continue
-        frames.append(
-            paired_table(
-                by_model,
-                reference,
-                [f"ndcg@{k}", f"hr@{k}"],
-                n_boot=evaluation.n_boot,
-                alpha=evaluation.alpha,
-                seed=evaluation.seed,
-            ).assign(task=task)  # fmt: skip
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------- experiments
@@ -224,7 +214,11 @@ def target_experiment(
         if t != "views"
     ]
     return Experiment(
-        table, per_user, pd.DataFrame(arms), _pairs(per_user, pairs, config), pd.DataFrame(skipped)
+        table,
+        per_user,
+        pd.DataFrame(arms),
+        paired_against(per_user, pairs, config, (f"ndcg@{config.k}", f"hr@{config.k}")),
+        pd.DataFrame(skipped),
     )
 
 
@@ -256,12 +250,7 @@ def twin_experiment(
         for name, model_spec in models.items():
             for variant, setting in (("ids", "none"), ("features", features)):
                 arm = f"{name}|{protocol}|{variant}"
-                overrides = {**_cold_settings(spec), "features": setting}
-                if setting == "none":  # the id-only twin: no feature path, so no id dropout either
-                    overrides["id_dropout"] = 0.0
-                scorer, info = _train_arm(
-                    study, data, arm_config(data, training, model_spec, name, **overrides)
-                )
+                scorer, info = _feature_arm(study, data, training, name, model_spec, spec, setting)
                 scorers[arm] = {task: scorer for task in tasks if task.endswith(f":{protocol}")}
                 arms.append({"arm": arm, "model": name, "kind": "trained", "protocol": protocol,
                              "features": setting, **info})  # fmt: skip
@@ -276,7 +265,12 @@ def twin_experiment(
                          "seconds": round(sum({id(m): m.fit_seconds for m in stages.values()}.values()), 1)})  # fmt: skip
     table, per_user = evaluate_models(scorers, tasks, config, protocols=["full"])
     pairs = [(f"{m}|{p}|features", f"{m}|{p}|ids", f"test:{p}") for p in specs for m in models]
-    return Experiment(table, per_user, pd.DataFrame(arms), _pairs(per_user, pairs, config))
+    return Experiment(
+        table,
+        per_user,
+        pd.DataFrame(arms),
+        paired_against(per_user, pairs, config, (f"ndcg@{config.k}", f"hr@{config.k}")),
+    )
 
 
 def ablation_experiment(
@@ -313,16 +307,18 @@ def ablation_experiment(
     for protocol, cold in specs.items():
         for label, setting in settings.items():
             arm = f"{protocol}|{label}"
-            overrides = {**_cold_settings(cold), "features": setting}
-            if setting == "none":
-                overrides["id_dropout"] = 0.0
-            scorer, info = _train_arm(study, data, arm_config(data, training, spec, name, **overrides))
+            scorer, info = _feature_arm(study, data, training, name, spec, cold, setting)
             scorers[arm] = {task: scorer for task in tasks if task.endswith(f":{protocol}")}
             arms.append({"arm": arm, "model": name, "protocol": protocol, "setting": label, "features": setting,
                          **info})  # fmt: skip
     table, per_user = evaluate_models(scorers, tasks, config, protocols=["full"])
     pairs = [(f"{p}|{label}", f"{p}|all", f"test:{p}") for p in specs for label in settings if label != "all"]
-    return Experiment(table, per_user, pd.DataFrame(arms), _pairs(per_user, pairs, config))
+    return Experiment(
+        table,
+        per_user,
+        pd.DataFrame(arms),
+        paired_against(per_user, pairs, config, (f"ndcg@{config.k}", f"hr@{config.k}")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- tables

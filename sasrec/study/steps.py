@@ -9,6 +9,7 @@ validation results, the fitting policy and the fitted events) is written to ``me
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,20 @@ def model_configs(
     return configs
 
 
+def shared_fit_on(configs: Iterable[TrainConfig]) -> str:
+    """The fitting policy every configuration shares (a comparison has one).
+
+    Raises:
+        ConfigError: the configurations disagree (naming the policies).
+    """
+    policies = {config.fit_on for config in configs}
+    if len(policies) != 1:
+        raise ConfigError(
+            f"every model of a comparison must share one fitting policy; got fit_on {sorted(policies)}"
+        )
+    return policies.pop()
+
+
 def train_models(
     study: Study,
     data: PreparedData,
@@ -166,11 +181,7 @@ def train_models(
     from sasrec.training.loop import train
 
     configs = model_configs(data.name, training, models)
-    policies = {config.fit_on for config in configs.values()}
-    if len(policies) > 1:
-        raise ConfigError(
-            f"every model of a comparison must share one fitting policy; got fit_on {sorted(policies)}"
-        )
+    shared_fit_on(configs.values())
     logs, summary = [], {}
     for name, config in configs.items():
         config = TrainConfig.from_dict({**config.to_dict(), "progress": study.progress})

@@ -458,6 +458,85 @@ def importances(optuna_study: Any, model: str, seed: int = 0) -> pd.DataFrame:
     )
 
 
+@dataclass
+class _Search:
+    """What every study of one :func:`tune_models` run shares, and what each adds to the payload."""
+
+    study: Study
+    data: PreparedData
+    config: TuningConfig
+    storage: str
+    k: int
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    importance: list[pd.DataFrame] = field(default_factory=list)
+
+    def record(self, name: str, found: Any, kind: str, checkpoint: str | None) -> dict[str, Any]:
+        """Add study ``name``'s record, trials and importances; return the record."""
+        self.records[name] = {
+            **_study_record(found, kind, self.config.spaces[name]),
+            "checkpoint": checkpoint,
+        }
+        self.frames.append(trials_frame(found, name))
+        self.importance.append(importances(found, name, self.config.seed))
+        return self.records[name]
+
+
+def _tune_trained(
+    search: _Search, training: dict[str, Any], name: str, spec: dict[str, Any], root: Path, fit_on: str
+) -> dict[str, Any]:
+    """Search trained model ``name`` (median pruning on the per-epoch validation NDCG@k); its final model."""
+    import optuna
+
+    data, config, k = search.data, search.config, search.k
+    space, folder = config.spaces[name], root / f"{data.name}_{name}"
+
+    def objective(trial: Any) -> float:
+        params = {p: param.suggest(trial) for p, param in space.items()}
+        cfg = _trial_config(data, training, name, spec, params, config, search.study.progress)
+        info = _train_trial(data, cfg, folder / f"trial{trial.number:04d}", trial, k)
+        trial.set_user_attr("summary", json.loads(json.dumps(info, default=str)))
+        return float(info["valid"][f"ndcg@{k}"])
+
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials,
+                                         n_warmup_steps=config.pruner_warmup_epochs)  # fmt: skip
+    found = run_study(name, search.storage, config, objective, pruner=pruner,
+                      after_trial=lambda s: _keep_best(s, folder))  # fmt: skip
+    final = _final_model(data, training, name, spec, found, config, folder, fit_on, k, search.study.progress)
+    search.record(name, found, "trained", final["checkpoint"])
+    return final
+
+
+def _tune_baselines(
+    search: _Search, base: TrainConfig, baselines: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Search every baseline, each fit on the training events and scored on the one validation task; the
+    tuned parameters of each."""
+    from sasrec.data.tasks import build_eval_task
+    from sasrec.evaluation.protocol import evaluate
+    from sasrec.models.baselines import make_baseline
+    from sasrec.study.comparisons import side_feature_params
+    from sasrec.training.loop import policy_mask, require_relevant
+
+    data, split, k = search.data, base.split, search.k
+    task = build_eval_task(data, split, "valid", maxlen=base.maxlen, **base.relevance_arguments())
+    task = require_relevant(task, "validation", base, data.name)
+    mask = policy_mask(data, split, "train", "valid")
+    tuned = {}
+    for name, params in baselines.items():
+        space = search.config.spaces[name]
+
+        def objective(trial: Any, name: str = name, params: dict = params, space: dict = space) -> float:
+            values = {**(params or {}), **{p: param.suggest(trial) for p, param in space.items()}}
+            values = side_feature_params(data, name, values, split)  # content, hybrid: features -> vectors
+            model = make_baseline(name, seed=base.seed, split=split, **values).fit(data, mask)
+            return float(evaluate(model, task, k=k, progress=search.study.progress).summary[f"ndcg@{k}"])
+
+        found = run_study(name, search.storage, search.config, objective)
+        tuned[name] = {**(params or {}), **search.record(name, found, "baseline", None)["best_params"]}
+    return tuned
+
+
 def tune_models(
     study: Study,
     data: PreparedData,
@@ -485,79 +564,25 @@ def tune_models(
         for :func:`~sasrec.study.comparisons.trained_scorers`), ``baselines`` (the tuned baselines' parameters),
         ``trials`` (every trial) and ``importance``.
     """
-    import optuna
-
-    from sasrec.data.tasks import build_eval_task
-    from sasrec.evaluation.protocol import evaluate
     from sasrec.locks import locked
-    from sasrec.models.baselines import make_baseline
-    from sasrec.study.comparisons import side_feature_params
-    from sasrec.training.loop import policy_mask, require_relevant
+    from sasrec.study.steps import shared_fit_on
 
     config = tuning if isinstance(tuning, TuningConfig) else TuningConfig.from_mapping(tuning, models=models,
                                                                                        baselines=baselines)  # fmt: skip
     defaults = model_configs(data.name, training, models)
-    policies = {c.fit_on for c in defaults.values()} or {str(training.get("fit_on", "train"))}
-    if len(policies) > 1:
-        raise ConfigError(
-            f"every model of a comparison must share one fitting policy; got fit_on {sorted(policies)}"
-        )
-    fit_on = policies.pop()
+    fit_on = shared_fit_on(defaults.values()) if defaults else str(training.get("fit_on", "train"))
     base = TrainConfig.for_model(
         "sasrec", **{k: v for k, v in training.items() if k in TrainConfig.__dataclass_fields__}
     )
     split, k = base.split, base.k
     path = storage_path(study, data.name)
-    storage = f"sqlite:///{path}"
-    records: dict[str, dict[str, Any]] = {}
-    trained: dict[str, dict[str, Any]] = {}
-    tuned_baselines: dict[str, dict[str, Any]] = {}
-    frames, importance = [], []
+    search = _Search(study, data, config, f"sqlite:///{path}", k)
     with locked(path, what=f"tuning study {path.name}", wait=wait,
                 hint="wait for the other search to finish, or run again with --wait"):  # fmt: skip
-        for name, spec in models.items():
-            space, folder = config.spaces[name], path.parent / f"{data.name}_{name}"
-
-            def objective(trial: Any, name: str = name, spec: dict = spec, space: dict = space,
-                          folder: Path = folder) -> float:  # fmt: skip
-                params = {p: param.suggest(trial) for p, param in space.items()}
-                cfg = _trial_config(data, training, name, spec, params, config, study.progress)
-                info = _train_trial(data, cfg, folder / f"trial{trial.number:04d}", trial, k)
-                trial.set_user_attr("summary", json.loads(json.dumps(info, default=str)))
-                return float(info["valid"][f"ndcg@{k}"])
-
-            pruner = optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials,
-                                                 n_warmup_steps=config.pruner_warmup_epochs)  # fmt: skip
-            found = run_study(name, storage, config, objective, pruner=pruner,
-                              after_trial=lambda s, folder=folder: _keep_best(s, folder))  # fmt: skip
-            records[name] = _study_record(found, "trained", space)
-            trained[name] = _final_model(
-                data, training, name, spec, found, config, folder, fit_on, k, study.progress
-            )
-            records[name]["checkpoint"] = trained[name]["checkpoint"]
-            frames.append(trials_frame(found, name))
-            importance.append(importances(found, name, config.seed))
-        if baselines:
-            task = build_eval_task(data, split, "valid", maxlen=base.maxlen, **base.relevance_arguments())
-            task = require_relevant(task, "validation", base, data.name)
-            mask = policy_mask(data, split, "train", "valid")
-        for name, params in baselines.items():
-            space = config.spaces[name]
-
-            def objective(trial: Any, name: str = name, params: dict = params, space: dict = space) -> float:
-                values = {**(params or {}), **{p: param.suggest(trial) for p, param in space.items()}}
-                values = side_feature_params(
-                    data, name, values, split
-                )  # content, hybrid: features: all -> vectors
-                model = make_baseline(name, seed=base.seed, split=split, **values).fit(data, mask)
-                return float(evaluate(model, task, k=k, progress=study.progress).summary[f"ndcg@{k}"])
-
-            found = run_study(name, storage, config, objective)
-            records[name] = _study_record(found, "baseline", space)
-            records[name]["checkpoint"] = None
-            tuned_baselines[name] = {**(params or {}), **records[name]["best_params"]}
-            frames.append(trials_frame(found, name))
-            importance.append(importances(found, name, config.seed))
+        trained = {name: _tune_trained(search, training, name, spec, path.parent, fit_on)
+                   for name, spec in models.items()}  # fmt: skip
+        tuned_baselines = _tune_baselines(search, base, baselines) if baselines else {}
+    records, frames, importance = search.records, search.frames, search.importance
     payload = {
         "dataset": data.name,
         "split": split,
@@ -637,6 +662,43 @@ class TunedComparison:
 DEFAULT_SUFFIX = " (default)"
 
 
+def _config_scorers(
+    data: PreparedData,
+    names: list[str],
+    training_summary: dict[str, Any],
+    baseline_params: dict[str, dict[str, Any]],
+    split: str,
+    fit_on: str,
+    seed: int,
+    suffix: str,
+) -> dict[str, Any]:
+    """The test scorers of one configuration (tuned or default) of ``names``, keyed ``<name><suffix>``."""
+    from sasrec.study.comparisons import fit_baselines, trained_scorers
+
+    shared = {
+        **training_summary,
+        "models": {m: i for m, i in training_summary["models"].items() if m in names},
+    }
+    fitted = fit_baselines(data, {b: baseline_params[b] for b in names if b in baseline_params}, split=split,
+                           fit_on=fit_on, seed=seed, stages=("test",))  # fmt: skip
+    return {name + suffix: by_stage["test"]
+            for name, by_stage in {**fitted, **trained_scorers(shared, data, stages=("test",))}.items()}  # fmt: skip
+
+
+def _tuned_rows(names: list[str], means: pd.DataFrame, paired: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per model: default and tuned test means with their intervals, and the paired tuned-minus-default row."""
+    rows = []
+    for name in names:
+        tuned, default = means.loc[name], means.loc[name + DEFAULT_SUFFIX]
+        pair = paired[paired["model"] == name].iloc[0]
+        rows.append({"model": name, "default": float(default["mean"]), "default_low": float(default["low"]),
+                     "default_high": float(default["high"]), "tuned": float(tuned["mean"]),
+                     "tuned_low": float(tuned["low"]), "tuned_high": float(tuned["high"]),
+                     "difference": float(pair["difference"]), "low": float(pair["low"]),
+                     "high": float(pair["high"]), "p_value": float(pair["p_value"]), "users": int(pair["users"])})  # fmt: skip
+    return rows
+
+
 def tuned_comparison(
     study: Study,
     data: PreparedData,
@@ -658,14 +720,7 @@ def tuned_comparison(
     from scipy.stats import kendalltau
 
     from sasrec.data.tasks import build_eval_task
-    from sasrec.evaluation.bootstrap import paired_table
-    from sasrec.study.comparisons import (
-        evaluate_models,
-        evaluation_config,
-        fit_baselines,
-        shared_relevance,
-        trained_scorers,
-    )
+    from sasrec.study.comparisons import evaluate_models, evaluation_config, paired_against, shared_relevance
     from sasrec.study.steps import trained_setting
 
     config = evaluation_config(evaluation)
@@ -683,47 +738,18 @@ def tuned_comparison(
     )
     task = build_eval_task(data, split, "test", maxlen=maxlen, **shared_relevance(config))
     names = [*tuned_training["models"], *[b for b in tuning_summary["baselines"] if b in baselines]]
-    scorers: dict[str, Any] = {}
-    for label, train_summary, params in (
-        ("tuned", tuned_training, tuning_summary["baselines"]),
-        ("default", default_training, baselines),
-    ):
-        suffix = "" if label == "tuned" else DEFAULT_SUFFIX
-        shared = {**train_summary, "models": {m: i for m, i in train_summary["models"].items() if m in names}}
-        fitted = fit_baselines(data, {b: params[b] for b in names if b in params}, split=split, fit_on=fit_on,
-                               seed=config.seed, stages=("test",))  # fmt: skip
-        for name, by_stage in {**fitted, **trained_scorers(shared, data, stages=("test",))}.items():
-            scorers[name + suffix] = by_stage["test"]
+    scorers = {
+        **_config_scorers(
+            data, names, tuned_training, tuning_summary["baselines"], split, fit_on, config.seed, ""
+        ),
+        **_config_scorers(
+            data, names, default_training, baselines, split, fit_on, config.seed, DEFAULT_SUFFIX
+        ),
+    }
     table, per_user = evaluate_models(scorers, {"test": task}, config, protocols=["full"])
     metric = f"ndcg@{config.k}"
-    frames = {
-        m: f.drop(columns=["model", "task", "protocol"]) for m, f in per_user.groupby("model", sort=False)
-    }
-    paired = pd.concat(
-        [
-            paired_table(
-                {name: frames[name], name + DEFAULT_SUFFIX: frames[name + DEFAULT_SUFFIX]},
-                name + DEFAULT_SUFFIX,
-                [metric],
-                n_boot=config.n_boot,
-                alpha=config.alpha,
-                seed=config.seed,
-            )  # fmt: skip
-            for name in names
-            if name in frames and name + DEFAULT_SUFFIX in frames
-        ],
-        ignore_index=True,
-    )
-    means = table[table["metric"] == metric].set_index("model")
-    rows = []
-    for name in names:
-        tuned, default = means.loc[name], means.loc[name + DEFAULT_SUFFIX]
-        pair = paired[paired["model"] == name].iloc[0]
-        rows.append({"model": name, "default": float(default["mean"]), "default_low": float(default["low"]),
-                     "default_high": float(default["high"]), "tuned": float(tuned["mean"]),
-                     "tuned_low": float(tuned["low"]), "tuned_high": float(tuned["high"]),
-                     "difference": float(pair["difference"]), "low": float(pair["low"]),
-                     "high": float(pair["high"]), "p_value": float(pair["p_value"]), "users": int(pair["users"])})  # fmt: skip
+    paired = paired_against(per_user, [(n, n + DEFAULT_SUFFIX, "test") for n in names], config, [metric])
+    rows = _tuned_rows(names, table[table["metric"] == metric].set_index("model"), paired)
     out = pd.DataFrame(rows).sort_values("tuned", ascending=False, kind="stable").reset_index(drop=True)
     ranking = out[["model"]].assign(
         rank_default=out["default"].rank(ascending=False, method="min").astype(int),

@@ -350,6 +350,41 @@ def _thresholds(data: PreparedData) -> dict[str, float]:
             "relevance_threshold": float(data.meta.get("relevance_threshold", 2.0))}  # fmt: skip
 
 
+def _train_ranker(
+    pipeline: TwoStage,
+    task: EvalTask,
+    data: PreparedData,
+    settings: TwoStageSettings,
+    table: Any,
+    ranker_path: Any,
+    drop_items: np.ndarray | None,
+    seconds: dict[str, float],
+    name: str,
+) -> tuple[LightGBMRanker, Any, dict[str, Any]]:
+    """Fit the ranker on ``task``'s candidates (the validation period) and save it; (ranker, path, the pass)."""
+    valid = stage_pass(pipeline, task, settings.batch_size, labels=_thresholds(data), drop_items=drop_items)
+    seconds[f"{name}_candidates"] = valid["seconds"]["candidates"]
+    seconds[f"{name}_features"] = valid["seconds"]["features"]
+    if not len(valid["groups"]):
+        raise ConfigError(f"two-stage: no user of {task.name} has a target among the candidates; "
+                          "raise two_stage.num_candidates")  # fmt: skip
+    ranker = LightGBMRanker(settings.ranker)
+    schema = {"table": None if table is None else table.schema(), "columns": list(pipeline.columns)}
+    ranker.fit(valid["features"], valid["labels"], valid["groups"], pipeline.columns,
+               feature_schema=schema, feature_digest=None if table is None else table.digest())  # fmt: skip
+    seconds["ranker_fit"] = ranker.fit_seconds
+    return ranker, ranker.save(ranker_path), valid
+
+
+def _references(table_rows: pd.DataFrame, task: str, metric: str, retrievers: list[str]) -> tuple[str, str]:
+    """The best retriever and the best single model (neither random nor oracle) by ``metric`` on ``task``."""
+    scores = table_rows[(table_rows["task"] == task) & (table_rows["metric"] == metric)].set_index("model")[
+        "mean"
+    ]
+    single = [m for m in scores.index if m != "two_stage" and m not in comparisons.REFERENCE_MODELS]
+    return str(scores.reindex(retrievers).idxmax()), str(scores.reindex(single).idxmax())
+
+
 def _rank_and_compare(
     study: Any,
     data: PreparedData,
@@ -390,22 +425,8 @@ def _rank_and_compare(
     seconds: dict[str, float] = {}
     pipelines = {name: TwoStage({r: retrievers[r][name] for r in order}, n, pairs=contexts[name])
                  for name in tasks}  # fmt: skip
-    valid = stage_pass(pipelines[valid_name], tasks[valid_name], settings.batch_size,
-                       labels=_thresholds(data), drop_items=drop_items)  # fmt: skip
-    seconds[f"{valid_name}_candidates"] = valid["seconds"]["candidates"]
-    seconds[f"{valid_name}_features"] = valid["seconds"]["features"]
-    if not len(valid["groups"]):
-        raise ConfigError(f"two-stage: no user of {tasks[valid_name].name} has a target among the candidates; "
-                          "raise two_stage.num_candidates")  # fmt: skip
-    ranker = LightGBMRanker(settings.ranker)
-    schema = {
-        "table": None if table is None else table.schema(),
-        "columns": list(pipelines[valid_name].columns),
-    }
-    ranker.fit(valid["features"], valid["labels"], valid["groups"], pipelines[valid_name].columns,
-               feature_schema=schema, feature_digest=None if table is None else table.digest())  # fmt: skip
-    seconds["ranker_fit"] = ranker.fit_seconds
-    saved = ranker.save(ranker_path)
+    ranker, saved, valid = _train_ranker(pipelines[valid_name], tasks[valid_name], data, settings, table, ranker_path,
+                                         drop_items, seconds, valid_name)  # fmt: skip
     for pipeline in pipelines.values():
         pipeline.ranker = ranker
     test = stage_pass(pipelines[test_name], tasks[test_name], settings.batch_size)
@@ -426,12 +447,7 @@ def _rank_and_compare(
     if choose_on not in ("valid", "test"):
         raise ConfigError(f"choose_on must be valid or test; got {choose_on!r}")
     chosen_on = valid_name if choose_on == "valid" else test_name
-    by_valid = table_rows[(table_rows["task"] == chosen_on) & (table_rows["metric"] == metric)]
-    by_valid = by_valid.set_index("model")["mean"]
-    retriever_names = [names[r] for r in order]
-    best_retriever = str(by_valid.reindex(retriever_names).idxmax())
-    single_names = [m for m in by_valid.index if m != "two_stage" and m not in comparisons.REFERENCE_MODELS]
-    best_single = str(by_valid.reindex(single_names).idxmax())
+    best_retriever, best_single = _references(table_rows, chosen_on, metric, [names[r] for r in order])
     references = list(dict.fromkeys([best_retriever, best_single]))
     paired = comparisons.paired_comparisons(per_user, test_name, references, config,
                                             metrics=(metric, f"recall@{k}", f"graded_ndcg@{k}"))  # fmt: skip

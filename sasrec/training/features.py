@@ -212,6 +212,31 @@ class RunFeatures:
         }
 
 
+def table_of(
+    data: PreparedData,
+    split: str,
+    *,
+    table: FeatureTable | None = None,
+    data_dir: str | Path | None = None,
+) -> FeatureTable:
+    """``table``, or the split's table cached next to the prepared dataset, checked to belong to ``data``.
+
+    Raises:
+        CheckpointMismatchError: the table was built from another dataset (naming both).
+    """
+    if table is None:
+        from sasrec.data.features.cache import cached_feature_table
+
+        table = cached_feature_table(data, split, data_dir=data_dir)
+    if table.data_fingerprint != data.fingerprint or table.num_items != data.num_items:
+        raise CheckpointMismatchError(
+            f"the feature table belongs to dataset {table.dataset!r} (fingerprint {table.data_fingerprint}, "
+            f"{table.num_items} items), not to {data.name!r} (fingerprint {data.fingerprint}, {data.num_items} "
+            "items); build it from the run's dataset"
+        )
+    return table
+
+
 def run_features(
     data: PreparedData,
     features: str,
@@ -234,16 +259,7 @@ def run_features(
     """
     if not parse_features(features):
         return None
-    if table is None:
-        from sasrec.data.features.cache import cached_feature_table
-
-        table = cached_feature_table(data, split, data_dir=data_dir)
-    if table.data_fingerprint != data.fingerprint or table.num_items != data.num_items:
-        raise CheckpointMismatchError(
-            f"the feature table belongs to dataset {table.dataset!r} (fingerprint {table.data_fingerprint}, "
-            f"{table.num_items} items), not to {data.name!r} (fingerprint {data.fingerprint}, {data.num_items} "
-            "items); build it from the run's dataset"
-        )
+    table = table_of(data, split, table=table, data_dir=data_dir)
     groups = select_groups(table, features, data_dir=data_dir)
     bundle = feature_bundle(table, groups, blank_items=blank_items)
     schema = json.loads(json.dumps(subset_table(table, groups).schema()))  # plain JSON types (checkpoints)
@@ -296,15 +312,7 @@ def baseline_side_features(
             "the content and hybrid baselines need side features: set features to all or a comma list of "
             f"{','.join(FEATURE_SWITCHES)} (got {features!r})"
         )
-    if table is None:
-        from sasrec.data.features.cache import cached_feature_table
-
-        table = cached_feature_table(data, split, data_dir=data_dir)
-    if table.data_fingerprint != data.fingerprint or table.num_items != data.num_items:
-        raise CheckpointMismatchError(
-            f"the feature table belongs to dataset {table.dataset!r} (fingerprint {table.data_fingerprint}), "
-            f"not to {data.name!r} (fingerprint {data.fingerprint}); build it from the same dataset"
-        )
+    table = table_of(data, split, table=table, data_dir=data_dir)
     groups = [group for group in select_groups(table, features, data_dir=data_dir) if group != "item_stats"]
     arrays = {group: table.group(group).values for group in groups}
     vocab = {

@@ -683,9 +683,8 @@ def batch_loss_terms(
     row_weight = None if position_weight is None else position_weight[valid]  # (N,)
     if config.loss == "ce":
         weight, target_rows = model.output_embeddings(), targets[valid]  # (R, d), (N,)
-        catalogue = getattr(sampler, "catalogue", None)  # (C,) under item cold-start, else None
-        if catalogue is not None:  # item cold-start: the withheld videos are not in the softmax
-            weight, target_rows = weight[catalogue], sampler.catalogue_rows[target_rows]
+        if sampler.catalogue is not None:  # item cold-start: the withheld videos are not in the softmax
+            weight, target_rows = weight[sampler.catalogue], sampler.catalogue_rows[target_rows]
         return chunked_cross_entropy(
             hidden[valid], weight, target_rows, config.ce_chunk_size, row_weight
         ), n_terms
