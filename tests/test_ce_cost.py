@@ -158,7 +158,11 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
 
 
 class _Generator:
-    """The one attribute of the negative sampler the cross-entropy path reads."""
+    """What the cross-entropy path reads of the negative sampler: its generator and catalogue (None: every
+    item is in the softmax, as outside item cold-start)."""
+
+    catalogue = None
+    catalogue_rows = None
 
     def __init__(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)

@@ -282,7 +282,7 @@ def test_bert4rec_loss_counts_the_masked_positions_only() -> None:
     model = _model("bert4rec", dropout_rate=0.0).train()
     window = _windows(8, 10, seed=3)
     config = TrainConfig.for_model("bert4rec", device="cpu", maxlen=12, hidden_units=16)
-    sampler = SimpleNamespace(generator=torch.Generator().manual_seed(4))
+    sampler = SimpleNamespace(generator=torch.Generator().manual_seed(4), catalogue=None, catalogue_rows=None)
     users = torch.arange(8)
     loss = _batch_loss(model, sampler, users, window, window, window, config, 1.0)  # type: ignore[arg-type]
     inputs, targets = model.training_batch(window, window, window, torch.Generator().manual_seed(4))
