@@ -93,15 +93,16 @@ def test_seeded_search_gives_the_same_best_trial_twice(
         assert _finished_params(Path(first["storage"]), model) == _finished_params(
             Path(second["storage"]), model
         )
-    # the search explored: three different learning rates; the best trial's checkpoint is the final model and
-    # the only trial folder kept
+    # the search explored: three different learning rates; the best configuration is trained again with the
+    # comparison's schedule into final/, and the best trial's folder is the only trial folder kept
     lrs = {params["lr"] for params, _ in _finished_params(Path(first["storage"]), "sasrec_bce")}
     assert len(lrs) == 3
     final = first["training"]["models"]["sasrec_bce"]
-    assert Path(final["checkpoint"]).is_file()
+    assert Path(final["checkpoint"]).is_file() and Path(final["checkpoint"]).parent.name == "final"
     assert final["config"]["lr"] == first["models"]["sasrec_bce"]["best_params"]["lr"]
+    assert final["config"]["num_epochs"] == TRAINING["num_epochs"] and final["reused_default"] is False
     folders = sorted(p.name for p in (Path(first["storage"]).parent / "small_matrix_sasrec_bce").iterdir())
-    assert folders == [f"trial{first['models']['sasrec_bce']['best_trial']:04d}"]
+    assert folders == ["final", f"trial{first['models']['sasrec_bce']['best_trial']:04d}"]
     assert first["baselines"]["ease"]["l2"] == first["models"]["ease"]["best_params"]["l2"]
 
 
@@ -276,3 +277,112 @@ def test_tuning_table_and_context_report_every_model(first: dict[str, Any]) -> N
     context = tuning.tuning_context(first)
     assert [row["model"] for row in context["rows"]] == [*MODELS, *BASELINES]
     assert context["trials"] == 3 and context["epoch_cap"] == 2
+
+
+def test_the_first_trial_of_every_search_is_the_default_configuration(first: dict[str, Any]) -> None:
+    import optuna
+
+    storage = f"sqlite:///{first['storage']}"
+    defaults = {"sasrec_bce": {"lr": TRAINING["lr"], "maxlen": TRAINING["maxlen"], "dropout_rate": 0.2},
+                "pop": {"target": "views"}, "ease": {"l2": 500.0}}  # fmt: skip
+    for model, default in defaults.items():
+        trials = sorted(optuna.load_study(study_name=model, storage=storage).trials, key=lambda t: t.number)
+        assert trials[0].params == default and trials[0].user_attrs.get("default") is True
+        assert not any(t.user_attrs.get("default") for t in trials[1:])
+        record = first["models"][model]
+        assert record["default_valid_ndcg"] == trials[0].value
+        assert record["best_valid_ndcg"] >= record["default_valid_ndcg"]
+
+
+def test_a_default_outside_its_space_is_refused_naming_the_key(
+    world: dict[str, Path], data: PreparedData
+) -> None:
+    outside = {**TUNING, "spaces": {**TUNING["spaces"], "sasrec_bce": {"maxlen": [10, 15]}}}
+    with pytest.raises(ConfigError) as caught:
+        tuning.tune_models(_study(world, "outside"), data, TRAINING, MODELS, BASELINES, outside)
+    message = str(caught.value)
+    assert (
+        message.startswith("tuning.spaces.sasrec_bce.maxlen: the default 20 lies outside")
+        and "\n" not in message
+    )
+
+
+def test_a_default_trial_killed_midway_is_run_again(tmp_path: Path) -> None:
+
+    config = tuning.TuningConfig.from_mapping(
+        {**TUNING, "trials": 2, "spaces": {"sasrec_bce": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}},
+        models=MODELS,
+    )
+    storage = f"sqlite:///{tmp_path / 'search.sqlite3'}"
+
+    def killed(trial: Any) -> float:
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_study("sasrec_bce", storage, config, killed, first={"lr": 0.001})
+    seen: list[float] = []
+
+    def objective(trial: Any) -> float:
+        seen.append(trial.suggest_float("lr", 1e-4, 1e-2, log=True))
+        return -abs(seen[-1] - 0.003)
+
+    found = tuning.run_study("sasrec_bce", storage, config, objective, first={"lr": 0.001})
+    states = [(t.number, t.state.name, t.params.get("lr")) for t in found.trials]
+    assert states[0] == (0, "FAIL", 0.001)  # the killed default trial, never counted
+    assert states[1] == (1, "COMPLETE", 0.001) and found.trials[1].user_attrs["default"] is True
+    assert len(seen) == 2 and seen[0] == 0.001 and seen[1] != 0.001
+
+
+def test_final_model_reuses_the_default_or_keeps_it_when_validation_prefers_it(
+    world: dict[str, Path], data: PreparedData, first: dict[str, Any]
+) -> None:
+    from sasrec.study.steps import model_configs
+
+    checkpoint = first["training"]["models"]["sasrec_bce"]["checkpoint"]
+    only_default = {**TUNING, "trials": 2, "spaces": {"sasrec_bce": {"maxlen": [20]}}}
+    default_config = model_configs(data.name, TRAINING, MODELS)["sasrec_bce"].to_dict()
+    summary = {"models": {"sasrec_bce": {"config": default_config, "checkpoint": checkpoint,
+                                         "valid": {"ndcg@10": 0.5}, "marker": "default"}}}  # fmt: skip
+    reused = tuning.tune_models(_study(world, "reuse"), data, TRAINING, MODELS, {}, only_default,
+                                default_training=summary)["training"]["models"]["sasrec_bce"]  # fmt: skip
+    assert reused["marker"] == "default" and reused["reused_default"] and reused["default_trial"]
+    # a searched winner retrained with the schedule but below the default on validation: the default is kept
+    searched = {**TUNING, "trials": 2, "spaces": {"sasrec_bce": {"maxlen": [10, 20]}}}
+    better_default = {"models": {"sasrec_bce": {**summary["models"]["sasrec_bce"], "config": {},
+                                                "valid": {"ndcg@10": 2.0}}}}  # fmt: skip
+    kept = tuning.tune_models(_study(world, "kept"), data, TRAINING, MODELS, {}, searched,
+                              default_training=better_default)["training"]["models"]["sasrec_bce"]  # fmt: skip
+    assert kept["marker"] == "default" and kept["reused_default"] and kept["retrained_valid"] < 2.0
+
+
+def test_headline_pairs_every_tuned_model_with_the_best_one() -> None:
+    import pandas as pd
+
+    from sasrec.study.comparisons import evaluation_config
+    from sasrec.study.report import tuning_findings
+
+    users = np.arange(1, 7)
+    best = np.array([1.0, 1.0, 0.5, 0.5, 1.0, 0.0])
+    close = best - np.array([0.0, 0.1, 0.0, 0.1, 0.0, 0.0])  # 0.0333 lower on average, most users tied
+    low = best - 0.5  # every user 0.5 lower
+    per_user = pd.concat(
+        [pd.DataFrame({"model": m, "task": "test", "protocol": "full", "user": users, "ndcg@10": v})
+         for m, v in (("a", best), ("b", close), ("c", low))]
+    )  # fmt: skip
+    table = pd.DataFrame({"model": ["a", "b", "c"], "tuned": [best.mean(), close.mean(), low.mean()]})
+    config = evaluation_config({"n_boot": 200, "seed": 0})
+    out = tuning._against_best(table, per_user, config, "ndcg@10")
+    assert list(out["reference"]) == ["a"] * 3 and np.isnan(out.loc[0, "best"])
+    assert out.loc[1, "best"] == pytest.approx(close.mean() - best.mean())
+    assert out.loc[2, "best"] == pytest.approx(-0.5) and out.loc[2, "best_high"] == pytest.approx(-0.5)
+    assert out.loc[1, "best_low"] < 0 <= out.loc[1, "best_high"]  # not below the best beyond its interval
+    rows = out.assign(default=out["tuned"], low=-0.1, high=0.1, users=6).to_dict(orient="records")
+    findings = tuning_findings({"tuning": {"trials": 3}, "comparison": {"table": rows, "kendall": {}}})
+    assert findings[0].startswith("Headline ranking") and findings[0].endswith(
+        "a 0.6667, b 0.6333, c 0.1667."
+    )
+    assert findings[1] == (
+        "Paired ndcg@10 differences against the best tuned model a (test, 6 users): worse: c; "
+        "not distinguishable: b."
+    )

@@ -420,6 +420,17 @@ def baseline_params(name: str) -> tuple[str, ...]:
     return tuple(p for p in signature.parameters if p not in {"self", "seed"})
 
 
+def baseline_defaults(name: str) -> dict[str, Any]:
+    """The default value of every keyword parameter of baseline ``name`` that has one (besides ``seed``)."""
+    baseline_params(name)  # validates the name
+    signature = inspect.signature(_REGISTRY[name].__init__)
+    return {
+        p: param.default
+        for p, param in signature.parameters.items()
+        if p not in {"self", "seed"} and param.default is not inspect.Parameter.empty
+    }
+
+
 def default_target(name: str) -> str:
     """The training target baseline ``name`` uses when none is given (``views``; ``liked`` for ``content``)."""
     baseline_params(name)  # validates the name

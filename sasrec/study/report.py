@@ -170,8 +170,8 @@ def within_findings(evaluation: dict[str, Any]) -> list[str]:
     if ranked:
         best = ranked[0]
         findings.append(
-            f"Within-matrix test ({evaluation['split']} split, full ranking, relevance {relevance_text(evaluation)}, "
-            f"fit on {evaluation['fit_on'].replace('_', ' + ')} events): best model {best} ({metric} "
+            f"Within-matrix test, default configurations ({evaluation['split']} split, full ranking, relevance "
+            f"{relevance_text(evaluation)}, fit on {evaluation['fit_on'].replace('_', ' + ')} events): best model {best} ({metric} "
             f"{_interval(*(_value(table, best, 'test', metric, what=w) for w in ('mean', 'low', 'high')))}); order "
             f"{', '.join(ranked)}."
         )
@@ -380,22 +380,32 @@ def _grid(experiments: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def tuning_findings(payload: dict[str, Any]) -> list[str]:
-    """The headline ranking of the tuned models (every model searched with the same budget) and its agreement
-    with the default configurations' ranking."""
+    """The headline ranking of the tuned models (every model searched with the same budget), the paired
+    claims against the best tuned model, and the agreement with the default configurations' ranking."""
     comparison = payload.get("comparison") or {}
     rows = sorted(comparison.get("table") or [], key=lambda r: -r["tuned"])
     if not rows:
         return []
     trials = payload["tuning"]["trials"]
     better = [r["model"] for r in rows if r["low"] > 0]
+    worse = [r["model"] for r in rows if r["high"] < 0]
     order = ", ".join(f"{r['model']} {r['tuned']:.4f}" for r in rows)
+    best = rows[0]["model"]
+    below = [r["model"] for r in rows[1:] if (r.get("best_high") is not None and r["best_high"] < 0)]
+    tied = [r["model"] for r in rows[1:] if r["model"] not in below]
     kendall = comparison.get("kendall") or {}
     tau = kendall.get("kendall_tau")
+    users = rows[0].get("users")
     return [
-        f"Tuned with the same budget ({trials} Optuna trials per model, validation only), test ndcg@10: {order}. "
-        + (f"Tuning beats the default configuration (paired interval above 0) for {', '.join(better)}. " if better
-           else "Tuning beats no default configuration beyond its paired interval. ")
-        + (f"Kendall's tau between the default and tuned rankings: {tau:.2f}." if tau is not None else "")
+        f"Headline ranking, every model tuned with the same budget ({trials} Optuna trials per model, the default "
+        f"configuration the first, selected on validation only), test ndcg@10: {order}.",
+        f"Paired ndcg@10 differences against the best tuned model {best} (test, {users} users): "
+        + (f"worse: {', '.join(below)}" if below else "no model is worse")
+        + (f"; not distinguishable: {', '.join(tied)}." if tied else "."),
+        (f"Tuning beats the default configuration (paired interval above 0) for {', '.join(better)}" if better
+         else "Tuning beats no default configuration beyond its paired interval")
+        + (f"; it is below the default for {', '.join(worse)}" if worse else "")
+        + (f". Kendall's tau between the default and tuned rankings: {tau:.2f}." if tau is not None else "."),
     ]  # fmt: skip
 
 
@@ -411,6 +421,8 @@ def _tuning(payload: dict[str, Any] | None) -> dict[str, Any] | None:
 def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str, Any]:
     """Everything the template shows, computed from the metrics JSON."""
     findings = []
+    if metrics.get("tuning"):  # the headline: tuned models
+        findings += tuning_findings(metrics["tuning"])
     if metrics.get("evaluation"):
         findings += within_findings(metrics["evaluation"])
     if metrics.get("cross_dataset"):
@@ -419,8 +431,6 @@ def summary_context(metrics: dict[str, Any], profile: str = "full") -> dict[str,
         findings += grid_findings(metrics["experiments"])
     from sasrec.study import preferences, two_stage
 
-    if metrics.get("tuning"):
-        findings += tuning_findings(metrics["tuning"])
     if metrics.get("features"):
         findings += preferences.findings(metrics["features"])
     prepare, eda = metrics.get("prepare"), metrics.get("eda")

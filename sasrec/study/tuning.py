@@ -13,10 +13,17 @@ Resuming: ``load_if_exists`` reopens the studies; trials left ``RUNNING`` by a k
 a new trial is seeded from (seed, number of finished trials), so a resumed search samples what the
 uninterrupted one would have.
 
-Final models: under ``fit_on: train`` the best trial's checkpoint is the final model (the other trials'
-checkpoints are removed to bound the disk); under ``train_valid`` the best configuration is retrained
-through the training loop's refit path. :func:`tuned_comparison` evaluates tuned and default models on the
-same test task with paired intervals and Kendall's tau between the two rankings.
+The first trial of every study is the model's default configuration (its searched parameters as the
+comparison's parameter files set them; a default outside its space is refused), so a search never returns a
+configuration worse on validation than the default within the budget.
+
+Final models: the best trial's configuration is trained once more with the comparison's own schedule (the
+``training`` mapping's epochs, patience, minimum epochs and fitting policy, as notebook 03 trains the
+defaults), so tuned and default models differ only in the searched parameters; when the best trial is the
+default, the default's checkpoint is reused (training is deterministic under the seed).
+:func:`tuned_comparison` evaluates tuned and default models on the same test task with paired intervals,
+each tuned model against the best tuned model (the headline ranking) and Kendall's tau between the two
+rankings.
 """
 
 from __future__ import annotations
@@ -277,11 +284,18 @@ def run_study(
     *,
     pruner: Any = None,
     after_trial: Callable[[Any], None] | None = None,
+    first: dict[str, Any] | None = None,
 ) -> Any:
     """Open (or resume) study ``name`` and run trials until ``tuning.trials`` are finished; return it.
 
     The stored settings (spaces, epoch cap, seed) must equal ``tuning``'s: a changed search would mix two
     searches, so it is refused (one line naming the storage).
+
+    Args:
+        first: the parameters of the first trial (the model's default configuration), enqueued until a
+            finished trial carries them (user attribute ``default``): the search can only return a
+            configuration at least as good on validation as the default, and a kill during the first trial
+            reruns it.
     """
     import optuna
     from optuna.trial import TrialState
@@ -302,7 +316,12 @@ def run_study(
     fail_stale_trials(study)
     while len(finished := _finished(study)) < tuning.trials:
         study.sampler = _sampler(tuning, len(finished))
+        is_default = first is not None and not any(t.user_attrs.get("default") for t in finished)
+        if is_default and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.enqueue_trial(dict(first))
         trial = study.ask()
+        if is_default:
+            trial.set_user_attr("default", True)
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -315,6 +334,42 @@ def run_study(
         if after_trial is not None:
             after_trial(study)
     return study
+
+
+def default_point(name: str, space: dict[str, Param], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The default configuration's value of every searched parameter (the search's first trial).
+
+    Args:
+        name: the model (for messages).
+        space: its searched parameters.
+        defaults: its default configuration (TrainConfig fields, or a baseline's parameters).
+
+    Raises:
+        ConfigError: a default outside its space (naming ``tuning.spaces.<model>.<param>``): the default is
+            trial 0 of every search, so the space must contain it.
+    """
+    point = {}
+    for param_name, param in space.items():
+        if param_name not in defaults:
+            raise ConfigError(
+                f"tuning.spaces.{name}.{param_name}: the default configuration of {name} sets no value; give "
+                f"it one in the model's mapping (the default configuration is the search's first trial)"
+            )
+        value = defaults[param_name]
+        if param.choices is not None:
+            inside = any(repr(value) == repr(choice) for choice in param.choices)
+        else:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            inside = number and param.low <= float(value) <= param.high
+            if inside and param.integer and not float(value).is_integer():
+                inside = False
+        if not inside:
+            raise ConfigError(
+                f"tuning.spaces.{name}.{param_name}: the default {value!r} lies outside the space "
+                f"{param.describe()!r}; widen it (the default configuration is the search's first trial)"
+            )
+        point[param_name] = int(value) if param.integer else value
+    return point
 
 
 def _best_trial(optuna_study: Any) -> Any | None:
@@ -409,6 +464,10 @@ def _study_record(optuna_study: Any, kind: str, space: dict[str, Param]) -> dict
         },
         "seconds": round(float(seconds), 1),
         "best_trial": None if best is None else int(best.number),
+        "best_is_default": None if best is None else bool(best.user_attrs.get("default")),
+        "default_valid_ndcg": next(
+            (float(t.value) for t in trials if t.user_attrs.get("default") and t.value is not None), None
+        ),
         "best_params": {} if best is None else dict(best.params),
         "best_valid_ndcg": None if best is None else float(best.value),
     }
@@ -467,6 +526,7 @@ class _Search:
     config: TuningConfig
     storage: str
     k: int
+    defaults: dict[str, Any] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     frames: list[pd.DataFrame] = field(default_factory=list)
     importance: list[pd.DataFrame] = field(default_factory=list)
@@ -483,13 +543,15 @@ class _Search:
 
 
 def _tune_trained(
-    search: _Search, training: dict[str, Any], name: str, spec: dict[str, Any], root: Path, fit_on: str
+    search: _Search, training: dict[str, Any], name: str, spec: dict[str, Any], root: Path
 ) -> dict[str, Any]:
     """Search trained model ``name`` (median pruning on the per-epoch validation NDCG@k); its final model."""
     import optuna
 
     data, config, k = search.data, search.config, search.k
     space, folder = config.spaces[name], root / f"{data.name}_{name}"
+    default = model_configs(data.name, training, {name: spec})[name]
+    first = default_point(name, space, default.to_dict())
 
     def objective(trial: Any) -> float:
         params = {p: param.suggest(trial) for p, param in space.items()}
@@ -501,8 +563,8 @@ def _tune_trained(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials,
                                          n_warmup_steps=config.pruner_warmup_epochs)  # fmt: skip
     found = run_study(name, search.storage, config, objective, pruner=pruner,
-                      after_trial=lambda s: _keep_best(s, folder))  # fmt: skip
-    final = _final_model(data, training, name, spec, found, config, folder, fit_on, k, search.study.progress)
+                      after_trial=lambda s: _keep_best(s, folder), first=first)  # fmt: skip
+    final = _final_model(search, training, name, spec, found, folder)
     search.record(name, found, "trained", final["checkpoint"])
     return final
 
@@ -514,7 +576,7 @@ def _tune_baselines(
     tuned parameters of each."""
     from sasrec.data.tasks import build_eval_task
     from sasrec.evaluation.protocol import evaluate
-    from sasrec.models.baselines import make_baseline
+    from sasrec.models.baselines import baseline_defaults, make_baseline
     from sasrec.study.comparisons import side_feature_params
     from sasrec.training.loop import policy_mask, require_relevant
 
@@ -532,7 +594,8 @@ def _tune_baselines(
             model = make_baseline(name, seed=base.seed, split=split, **values).fit(data, mask)
             return float(evaluate(model, task, k=k, progress=search.study.progress).summary[f"ndcg@{k}"])
 
-        found = run_study(name, search.storage, search.config, objective)
+        first = default_point(name, space, {**baseline_defaults(name), **(params or {})})
+        found = run_study(name, search.storage, search.config, objective, first=first)
         tuned[name] = {**(params or {}), **search.record(name, found, "baseline", None)["best_params"]}
     return tuned
 
@@ -546,6 +609,7 @@ def tune_models(
     tuning: dict[str, Any] | TuningConfig,
     *,
     wait: bool = True,
+    default_training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one study per trained model and baseline; write and return ``metrics/tuning.json``.
 
@@ -557,6 +621,9 @@ def tune_models(
         baselines: one mapping per baseline (its default parameters).
         tuning: the ``tuning:`` mapping (:class:`TuningConfig`).
         wait: wait for another process searching the same storage (False: refuse at once).
+        default_training: the default models' training summary (``metrics/training.json``): a final model
+            whose configuration equals its default's is that checkpoint (training is deterministic under the
+            seed), not trained again.
 
     Returns:
         The payload: per model the best parameters, best validation NDCG@k, trials complete / pruned /
@@ -576,10 +643,12 @@ def tune_models(
     )
     split, k = base.split, base.k
     path = storage_path(study, data.name)
-    search = _Search(study, data, config, f"sqlite:///{path}", k)
+    search = _Search(
+        study, data, config, f"sqlite:///{path}", k, dict((default_training or {}).get("models") or {})
+    )
     with locked(path, what=f"tuning study {path.name}", wait=wait,
                 hint="wait for the other search to finish, or run again with --wait"):  # fmt: skip
-        trained = {name: _tune_trained(search, training, name, spec, path.parent, fit_on)
+        trained = {name: _tune_trained(search, training, name, spec, path.parent)
                    for name, spec in models.items()}  # fmt: skip
         tuned_baselines = _tune_baselines(search, base, baselines) if baselines else {}
     records, frames, importance = search.records, search.frames, search.importance
@@ -603,13 +672,23 @@ def tune_models(
     return payload
 
 
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two TrainConfig dicts train the same model (the folder name and progress bars aside)."""
+    ignore = {"train_dir", "progress"}
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
 def _final_model(
-    data: PreparedData, training: dict[str, Any], name: str, spec: dict[str, Any], found: Any,
-    config: TuningConfig, folder: Path, fit_on: str, k: int, progress: bool,
-) -> dict[str, Any]:  # fmt: skip
-    """The tuned model's training-summary entry: the best trial's checkpoint (retrained when its file is gone,
-    deterministic under the seed), or under ``train_valid`` the best configuration refit on training +
-    validation events for the epochs validation chose."""
+    search: _Search, training: dict[str, Any], name: str, spec: dict[str, Any], found: Any, folder: Path
+) -> dict[str, Any]:
+    """The tuned model's training-summary entry: the best trial's configuration trained with the comparison's
+    own schedule (the ``training`` mapping's epochs, patience and fitting policy, exactly as the default
+    configuration is trained in notebook 03), so tuned and default differ only in the searched parameters.
+
+    When that configuration equals the default's (the default trial won) and the default's checkpoint
+    exists, that checkpoint is the final model (deterministic under the seed).
+    """
+    from sasrec.study.resources import measure
     from sasrec.training.loop import train
 
     best = _best_trial(found)
@@ -617,18 +696,55 @@ def _final_model(
         raise ConfigError(
             f"tuning: every trial of {name} was pruned or failed; raise tuning.trials or the epoch cap"
         )
-    cfg = _trial_config(data, training, name, spec, dict(best.params), config, progress)
-    info = dict(best.user_attrs.get("summary") or {})
-    if not info or not Path(info.get("checkpoint", "")).is_file():
-        info = _train_trial(data, cfg, folder / f"trial{best.number:04d}", None, k)
-    if fit_on == "train_valid":
-        epochs = max(int(info["best_epoch"]), 1)
-        refit_cfg = TrainConfig.from_dict({**cfg.to_dict(), "fit_on": "train_valid", "num_epochs": epochs,
-                                           "patience": 0, "eval_every": epochs})  # fmt: skip
-        result = train(data, refit_cfg, out_dir=folder / "final_train_valid")
-        info = {**info, "checkpoint": str(result.checkpoint_path), "best_checkpoint": str(result.best_checkpoint),
-                "config": refit_cfg.to_dict(), "fit_events": result.fit_events}  # fmt: skip
-    return {**info, "trial": int(best.number)}
+    try:
+        cfg = model_configs(search.data.name, {**training, "progress": search.study.progress},
+                            {name: {**(spec or {}), **dict(best.params)}})[name]  # fmt: skip
+    except ConfigError as exc:
+        raise ConfigError(
+            f"tuning.spaces.{name}: best parameters {dict(best.params)} are invalid ({exc})"
+        ) from None
+    extra = {"trial": int(best.number), "default_trial": bool(best.user_attrs.get("default"))}
+    reused = search.defaults.get(name) or {}
+    if (
+        reused
+        and _same_config(reused.get("config") or {}, cfg.to_dict())
+        and Path(str(reused.get("checkpoint", ""))).is_file()
+    ):
+        return {**reused, **extra, "reused_default": True}
+    out = folder / "final"
+    shutil.rmtree(out, ignore_errors=True)
+    with measure() as cost:
+        result = train(search.data, cfg, out_dir=out)
+    metric = f"ndcg@{search.k}"
+    default_valid = (reused.get("valid") or {}).get(metric)
+    if (
+        default_valid is not None
+        and Path(str(reused.get("checkpoint", ""))).is_file()
+        and float(result.best_valid.get(metric, -math.inf)) < float(default_valid)
+    ):
+        # Trained with the full schedule, the best trial falls below the default on validation: validation
+        # keeps the default (the test split is still unread).
+        logger.info("tuning: %s's best trial retrained scores %.4f < the default's %.4f on validation; default kept",
+                    name, float(result.best_valid.get(metric, math.nan)), float(default_valid))  # fmt: skip
+        return {
+            **reused,
+            **extra,
+            "reused_default": True,
+            "retrained_valid": float(result.best_valid[metric]),
+        }
+    return {
+        "checkpoint": str(result.checkpoint_path),
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
+        "stopped_early": bool(result.stopped_early),
+        "valid": {key: float(v) for key, v in result.best_valid.items()},
+        "seconds": round(cost.seconds, 1),
+        "config": cfg.to_dict(),
+        "fit_events": result.fit_events,
+        **extra,
+        "reused_default": False,
+    }
 
 
 # --------------------------------------------------------------------------------------- comparison
@@ -699,6 +815,24 @@ def _tuned_rows(names: list[str], means: pd.DataFrame, paired: pd.DataFrame) -> 
     return rows
 
 
+def _against_best(out: pd.DataFrame, per_user: pd.DataFrame, config: Any, metric: str) -> pd.DataFrame:
+    """Add each tuned model minus the best tuned model (``best``; paired interval ``best_low``, ``best_high``,
+    p-value ``best_p``): the headline ranking's claims of "better"."""
+    from sasrec.study.comparisons import paired_against
+
+    best = str(out["model"].iloc[0])
+    paired = paired_against(
+        per_user, [(n, best, "test") for n in out["model"] if n != best], config, [metric]
+    )
+    by_model = paired.set_index("model") if len(paired) else pd.DataFrame()
+    columns = {"best": "difference", "best_low": "low", "best_high": "high", "best_p": "p_value"}
+    extra = {
+        column: [float(by_model.loc[n, source]) if n in by_model.index else math.nan for n in out["model"]]
+        for column, source in columns.items()
+    }
+    return out.assign(reference=best, **extra)
+
+
 def tuned_comparison(
     study: Study,
     data: PreparedData,
@@ -751,6 +885,7 @@ def tuned_comparison(
     paired = paired_against(per_user, [(n, n + DEFAULT_SUFFIX, "test") for n in names], config, [metric])
     rows = _tuned_rows(names, table[table["metric"] == metric].set_index("model"), paired)
     out = pd.DataFrame(rows).sort_values("tuned", ascending=False, kind="stable").reset_index(drop=True)
+    out = _against_best(out, per_user, config, metric)
     ranking = out[["model"]].assign(
         rank_default=out["default"].rank(ascending=False, method="min").astype(int),
         rank_tuned=out["tuned"].rank(ascending=False, method="min").astype(int),
@@ -771,12 +906,17 @@ def tuned_comparison(
 
 # ------------------------------------------------------------------------------------------- report
 def tuning_table(payload: dict[str, Any]) -> pd.DataFrame:
-    """One row per model: kind, best parameters, best validation NDCG@k, trials complete / pruned / failed,
-    wall seconds (``no parameters`` where a model has nothing to tune)."""
+    """One row per model: kind, best parameters, the final configuration (``default`` when the default trial
+    won, or validation kept the default after the full-schedule retrain; else ``searched``), the default
+    trial's and the best validation NDCG@k, trials complete / pruned / failed, wall seconds (``no
+    parameters`` where a model has nothing to tune)."""
     rows = []
     for name, info in payload["models"].items():
         params = "no parameters" if info["no_parameters"] else _params_text(info["best_params"])
-        rows.append({"model": name, "kind": info["kind"], "best parameters": params,
+        final = payload.get("training", {}).get("models", {}).get(name, {})
+        chosen = "default" if info.get("best_is_default") or final.get("reused_default") else "searched"
+        rows.append({"model": name, "kind": info["kind"], "best parameters": params, "final": chosen,
+                     f"default {payload['metric']}": info.get("default_valid_ndcg"),
                      f"best {payload['metric']}": info["best_valid_ndcg"], "complete": info["trials"]["complete"],
                      "pruned": info["trials"]["pruned"], "failed": info["trials"]["failed"],
                      "seconds": info["seconds"]})  # fmt: skip
