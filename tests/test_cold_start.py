@@ -389,3 +389,29 @@ def test_bad_cold_start_flags_are_refused_in_one_line(
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+# --------------------------------------------------------------------------- cold validation tasks
+def test_cold_validation_task_targets_the_removed_validation_events() -> None:
+    """The mirror of the test task for choosing a cold-start setting on validation: targets are the validation
+    events the protocol removes, and the input stays without them."""
+    data = _data()
+    events = data.events
+    valid_stage = events["split_temporal"].to_numpy() == 1
+    withheld = withheld_videos(data, 0.1, seed=0)
+    task = build_eval_task(data, "temporal", "valid", maxlen=10, cold_start=ITEMS, cold_targets=True)
+    assert task.name == "cold/temporal/valid/cold_items_targets" and task.targets.nnz > 0
+    assert withheld[_columns(task.targets)].all()
+    assert not withheld[task.sequences].any() and not withheld[_columns(task.history)].any()
+    of_withheld = valid_stage & withheld[events["item"].to_numpy()]
+    assert np.array_equal(task.users, np.unique(events["user"].to_numpy()[of_withheld]))
+    assert task.targets.nnz == len(events[of_withheld].drop_duplicates(["user", "item"]))
+    cold = USERS.select(data, "temporal").users
+    users_task = build_eval_task(data, "temporal", "valid", maxlen=10, cold_start=USERS, cold_targets=True)
+    of_cold = valid_stage & cold[events["user"].to_numpy()]
+    assert np.array_equal(users_task.users, np.unique(events["user"].to_numpy()[of_cold]))
+    assert (np.diff(users_task.history.indptr) <= K).all()
+    with pytest.raises(ConfigError, match="cold_targets needs an active cold_start protocol and stage valid"):
+        build_eval_task(data, "temporal", "test", maxlen=10, cold_start=ITEMS, cold_targets=True)
+    with pytest.raises(ConfigError, match="cold_targets needs"):
+        build_eval_task(data, "temporal", "valid", maxlen=10, cold_targets=True)

@@ -226,3 +226,33 @@ def test_the_full_run_uses_the_targets_its_committed_report_selected_on_validati
     assert full["07_features"]["baselines"] == {
         k: v for k, v in full["04_evaluate"]["baselines"].items() if k != "random"
     }
+
+
+def test_validation_chooses_the_feature_candidate_on_the_protocols_own_validation_task() -> None:
+    """Under item cold-start the choice reads the cold validation task (not the standard one, not test);
+    on the standard protocol the standard validation task; ties go to the first listed candidate."""
+    scores = {  # arm -> {task: ndcg@10}
+        "m|items|features:all": {"valid:items": 0.9, "valid_cold:items": 0.1, "test:items": 0.0},
+        "m|items|features:tags": {"valid:items": 0.2, "valid_cold:items": 0.3, "test:items": 0.5},
+        "m|none|features:all": {"valid:none": 0.4, "test:none": 0.1},
+        "m|none|features:tags": {"valid:none": 0.4, "test:none": 0.9},
+    }
+    table = pd.DataFrame([{"model": arm, "task": task, "protocol": "full", "metric": "ndcg@10", "mean": v,
+                           "low": v, "high": v} for arm, by_task in scores.items() for task, v in by_task.items()])  # fmt: skip
+    per_user = pd.DataFrame([{"model": arm, "task": "test:items", "protocol": "full", "user": 1}
+                             for arm in scores])  # fmt: skip
+    arms = pd.DataFrame([{"arm": arm, "model": "m", "kind": "trained", "protocol": arm.split("|")[1],
+                          "features": arm.split(":")[1]} for arm in scores]
+                        + [{"arm": "m|items|ids", "model": "m", "kind": "trained", "protocol": "items",
+                            "features": "none"}])  # fmt: skip
+    table, per_user, arms = preferences._choose_candidates(table, per_user, arms, 10)
+    chosen = arms[arms["chosen"]].set_index("protocol")
+    assert chosen.loc["items", "features"] == "tags" and chosen.loc["items", "arm"] == "m|items|features"
+    assert chosen.loc["none", "features"] == "all" and chosen.loc["none", "arm"] == "m|none|features"
+    assert set(arms["arm"]) == {"m|items|features", "m|items|features:all", "m|none|features",
+                                "m|none|features:tags", "m|items|ids"}  # fmt: skip
+    assert arms.set_index("arm").loc["m|items|features:all", "selection_ndcg"] == 0.1
+    renamed = table[(table["model"] == "m|items|features") & (table["task"] == "test:items")]
+    assert renamed["mean"].tolist() == [0.5] and "m|items|features" in set(per_user["model"])
+    assert preferences.selection_task("items") == "valid_cold:items"
+    assert preferences.selection_task("none") == "valid:none"

@@ -166,6 +166,7 @@ def build_eval_task(
     relevance_threshold: float | None = None,
     mask_history: bool = True,
     cold_start: ColdStart | None = None,
+    cold_targets: bool = False,
 ) -> EvalTask:
     """Evaluation task of one dataset's split and stage: users with at least one target event.
 
@@ -181,6 +182,10 @@ def build_eval_task(
             neither input nor targets; the test targets are withheld videos' (``items``) or cold users'
             (``users``) events; the task's name ends with ``/cold_<protocol>`` and ``meta["cold_start"]``
             records the protocol, seed and counts.
+        cold_targets: with ``cold_start`` and ``stage="valid"``, the *cold validation task*: its targets are
+            the validation events the protocol removes (withheld videos' or cold users' validation events,
+            which no model fits on or sees as input), the mirror of the test task for choosing settings of a
+            cold-start protocol on validation; the name ends with ``/cold_<protocol>_targets``.
 
     The task's ``item_popularity`` counts the input events of every user of ``data`` (not only the
     evaluated ones); ``candidates`` are the items that exist (ids that never occur in data prepared
@@ -189,11 +194,16 @@ def build_eval_task(
     _check_relevance(relevance, relevance_threshold)
     history_mask, target_mask = data.stage_masks(split, stage)
     name, meta = f"{data.name}/{split}/{stage}", {}
+    if cold_targets and (cold_start is None or not cold_start.active or stage != "valid"):
+        raise ConfigError("cold_targets needs an active cold_start protocol and stage valid")
     if cold_start is not None and cold_start.active:
         selection = cold_start.select(data, split)
         history_mask = history_mask & selection.keep
-        target_mask = target_mask & (selection.test_targets if stage == "test" else selection.keep)
-        name, meta = f"{name}/cold_{cold_start.protocol}", {"cold_start": dict(selection.info)}
+        cold = stage == "test" or cold_targets
+        target_mask = target_mask & (selection.test_targets & ~selection.keep if cold_targets else
+                                     selection.test_targets if cold else selection.keep)  # fmt: skip
+        suffix = "_targets" if cold_targets else ""
+        name, meta = f"{name}/cold_{cold_start.protocol}{suffix}", {"cold_start": dict(selection.info)}
     target_events = data.events[target_mask]
     users = np.unique(target_events["user"].to_numpy()).astype(np.int64)
     n_cols = data.num_items + 1

@@ -98,16 +98,31 @@ def protocol_tasks(
     evaluation: EvalConfig,
     specs: dict[str, ColdStart | None],
     stages: Sequence[str] = ("valid", "test"),
+    *,
+    cold_validation: bool = False,
 ) -> dict[str, EvalTask]:
     """``{"<stage>:<protocol>": task}``: each stage's task under each protocol (cold-start tasks test only the
-    withheld videos' or cold users' events)."""
-    return {
+    withheld videos' or cold users' events); with ``cold_validation``, under each cold-start protocol also its
+    cold validation task ``valid_cold:<protocol>`` (targets: the validation events the protocol removes)."""
+    tasks = {
         f"{stage}:{protocol}": build_eval_task(
             data, split, stage, maxlen=maxlen, **shared_relevance(evaluation), cold_start=spec
         )
         for protocol, spec in specs.items()
         for stage in stages
     }
+    if cold_validation:
+        tasks.update({f"valid_cold:{protocol}": build_eval_task(data, split, "valid", maxlen=maxlen,
+                                                               **shared_relevance(evaluation), cold_start=spec,
+                                                               cold_targets=True)
+                      for protocol, spec in specs.items() if spec is not None})  # fmt: skip
+    return tasks
+
+
+def selection_task(protocol: str) -> str:
+    """The validation task that chooses a setting for ``protocol``: the cold validation task of a cold-start
+    protocol (the mirror of its test task), the standard validation task otherwise."""
+    return "valid:none" if protocol == "none" else f"valid_cold:{protocol}"
 
 
 def arm_config(
@@ -232,23 +247,34 @@ def twin_experiment(
     *,
     protocols: Sequence[str] = COLD_START_PROTOCOLS,
     cold_start: dict[str, Any] | None = None,
-    features: str = "all",
+    features: str | Sequence[str] = "all",
 ) -> Experiment:
-    """Each model with side features (``features``) against its id-only twin, under each protocol.
+    """Each model with side features against its id-only twin, under each protocol.
 
-    Arms ``<model>|<protocol>|features`` and ``<model>|<protocol>|ids``; baselines (the side-feature ones
+    ``features``: one ``features`` setting, or candidate settings (e.g. ``["all", "tags,categories,caption,
+    user"]``) among which validation chooses per model and protocol, on the protocol's own validation task
+    (:func:`selection_task`: under a cold-start protocol the cold validation task, so the choice is made for
+    cold videos or users without reading test). Arms ``<model>|<protocol>|ids`` and
+    ``<model>|<protocol>|features`` (the chosen candidate; the others stay as ``...|features:<setting>``,
+    and the arms table records every candidate's validation NDCG@K); baselines (the side-feature ones
     included, fitted on the protocol's events) ``<baseline>|<protocol>``. Paired differences: each
-    feature-aware arm against its twin on the protocol's test task.
+    feature-aware arm (chosen or not) against its twin on the protocol's test task.
     """
     config = evaluation_config(evaluation)
+    candidates = [features] if isinstance(features, str) else list(dict.fromkeys(features))
+    if not candidates or "none" in candidates:
+        raise ConfigError(f"features: expected feature settings other than none; got {features!r}")
     split, fit_on, maxlen = _split_and_maxlen(training)
     specs = {protocol: cold_start_spec(protocol, cold_start or {}) for protocol in protocols}
-    tasks = protocol_tasks(data, split, maxlen, config, specs)
+    tasks = protocol_tasks(data, split, maxlen, config, specs, cold_validation=len(candidates) > 1)
     scorers: dict[str, Any] = {}
     arms = []
     for protocol, spec in specs.items():
         for name, model_spec in models.items():
-            for variant, setting in (("ids", "none"), ("features", features)):
+            for variant, setting in (
+                ("ids", "none"),
+                *((_candidate_arm(c, candidates), c) for c in candidates),
+            ):
                 arm = f"{name}|{protocol}|{variant}"
                 scorer, info = _feature_arm(study, data, training, name, model_spec, spec, setting)
                 scorers[arm] = {task: scorer for task in tasks if task.endswith(f":{protocol}")}
@@ -264,13 +290,42 @@ def twin_experiment(
                          "best_epoch": None, "epochs_run": None,
                          "seconds": round(sum({id(m): m.fit_seconds for m in stages.values()}.values()), 1)})  # fmt: skip
     table, per_user = evaluate_models(scorers, tasks, config, protocols=["full"])
-    pairs = [(f"{m}|{p}|features", f"{m}|{p}|ids", f"test:{p}") for p in specs for m in models]
+    table, per_user, arms_frame = _choose_candidates(table, per_user, pd.DataFrame(arms), config.k)
+    feature_arms = arms_frame[(arms_frame["kind"] == "trained") & (arms_frame["features"] != "none")]
+    pairs = [(a.arm, f"{a.model}|{a.protocol}|ids", f"test:{a.protocol}") for a in feature_arms.itertuples()]
     return Experiment(
         table,
         per_user,
-        pd.DataFrame(arms),
+        arms_frame,
         paired_against(per_user, pairs, config, (f"ndcg@{config.k}", f"hr@{config.k}")),
     )
+
+
+def _candidate_arm(setting: str, candidates: Sequence[str]) -> str:
+    """The arm suffix of a feature-aware candidate: ``features`` when it is the only one."""
+    return "features" if len(candidates) == 1 else f"features:{setting}"
+
+
+def _choose_candidates(
+    table: pd.DataFrame, per_user: pd.DataFrame, arms: pd.DataFrame, k: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per trained model and protocol, the feature candidate with the best NDCG@k on the protocol's selection
+    task (ties: the first listed) becomes arm ``<model>|<protocol>|features``; every candidate's selection
+    score is recorded (``selection_ndcg``, ``chosen``)."""
+    metric = f"ndcg@{k}"
+    arms = arms.assign(selection_ndcg=np.nan, chosen=False)
+    renames: dict[str, str] = {}
+    trained = arms[(arms["kind"] == "trained") & (arms["features"] != "none")]
+    for (model, protocol), group in trained.groupby(["model", "protocol"], sort=False):
+        rows = table[(table["task"] == selection_task(protocol)) & (table["metric"] == metric)]
+        scores = rows.set_index("model")["mean"].reindex(group["arm"]).astype(float)
+        arms.loc[group.index, "selection_ndcg"] = scores.to_numpy()
+        chosen = group.index[int(np.nanargmax(scores.fillna(-np.inf).to_numpy()))]
+        arms.loc[chosen, "chosen"] = True
+        renames[str(arms.loc[chosen, "arm"])] = f"{model}|{protocol}|features"
+    arms["arm"] = arms["arm"].replace(renames)
+    return (table.assign(model=table["model"].replace(renames)),
+            per_user.assign(model=per_user["model"].replace(renames)), arms)  # fmt: skip
 
 
 def ablation_experiment(
@@ -372,6 +427,8 @@ def twin_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.DataF
     for (model, protocol), _ in trained.groupby(["model", "protocol"], sort=False):
         task = f"test:{protocol}"
         row: dict[str, Any] = {"model": model, "protocol": PROTOCOL_NAMES[protocol]}
+        chosen = arms[arms["arm"] == f"{model}|{protocol}|features"]
+        row["features"] = str(chosen["features"].iloc[0]) if len(chosen) and "features" in chosen else ""
         for metric in (f"ndcg@{k}", f"hr@{k}"):
             values = _metric(table, task, metric)
             for variant in ("ids", "features"):
@@ -391,6 +448,31 @@ def twin_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.DataF
         row["users"] = int(table[(table["task"] == task) & (table["metric"] == "users")
                                  & (table["model"] == f"{model}|{protocol}|ids")]["mean"].iloc[0])  # fmt: skip
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def candidate_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.DataFrame:
+    """Per trained model, protocol and feature candidate: the features setting, its NDCG@K on the protocol's
+    selection task (:func:`selection_task`), whether validation chose it, its test NDCG@K and the paired
+    test difference against the id-only twin (empty when the experiment had one candidate)."""
+    table, arms, paired = _parts(experiment)
+    metric = f"ndcg@{k}"
+    if "chosen" not in arms:
+        return pd.DataFrame()
+    candidates = arms[(arms["kind"] == "trained") & (arms["features"] != "none")]
+    if candidates.groupby(["model", "protocol"]).size().max() < 2:
+        return pd.DataFrame()
+    rows = []
+    for arm in candidates.itertuples():
+        values = _metric(table, f"test:{arm.protocol}", metric)
+        diff = paired[(paired["model"] == arm.arm) & (paired["metric"] == metric)] if len(paired) else paired
+        rows.append({"model": arm.model, "protocol": PROTOCOL_NAMES[arm.protocol], "features": arm.features,
+                     f"selection {metric}": float(arm.selection_ndcg),
+                     "chosen": "yes" if arm.chosen else "",
+                     f"test {metric}": _cell(*values.loc[arm.arm, ["mean", "low", "high"]].to_numpy(dtype=float)),
+                     "features - ids (test)": "" if diff.empty else
+                     f"{_cell(*diff[['difference', 'low', 'high']].iloc[0].to_numpy(dtype=float), signed=True)} "
+                     f"(p={diff['p_value'].iloc[0]:.2g})"})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -429,7 +511,7 @@ def twin_paired(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.Data
     """The twins' paired differences in the shape :func:`sasrec.study.plots.plot_paired_differences` reads:
     model = the architecture, reference = ``id-only twin``, task = the protocol's report name."""
     _, _, paired = _parts(experiment)
-    out = paired[paired["metric"] == f"ndcg@{k}"].copy()
+    out = paired[(paired["metric"] == f"ndcg@{k}") & paired["model"].str.endswith("|features")].copy()
     out["task"] = out["task"].str.split(":").str[1].map(PROTOCOL_NAMES)
     out["model"] = out["model"].str.split("|").str[0]
     out["reference"] = "id-only twin"
@@ -608,6 +690,7 @@ def report_context(payload: dict[str, Any] | None) -> dict[str, Any] | None:
         "targets": markdown_table(target_table(payload["targets"], k)),
         "skipped": ", ".join(f"{r.model} | {r.target}" for r in skipped.itertuples()) if len(skipped) else "",
         "twins": markdown_table(twin_table(payload["twins"], k)),
+        "candidates": markdown_table(table) if len(table := candidate_table(payload["twins"], k)) else "",
         "baselines": markdown_table(baseline_protocol_table(payload["twins"], k)),
         "ablation_model": payload["ablation_model"],
         "ablation": markdown_table(ablation_table(payload["ablation"], k)),

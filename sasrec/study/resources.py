@@ -295,13 +295,20 @@ def _notebook_requirements(params: dict[str, dict[str, Any]], sizes: dict[str, d
 
 
 def _features_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Notebook 07's trained arms: every model under every target, each twin model twice under each protocol, and
+    """Notebook 07's trained arms: every model under every target, each twin model under each protocol once
+    without features and once per feature candidate, and
     the ablation (every, none, without and with each group) under two protocols of its largest twin model."""
     models, training = nb.get("models") or {}, nb.get("training") or {}
     twins = [name for name in nb.get("twin_models") or [] if name in models]
     groups = len(nb.get("ablation_groups") or [])
     arms = {f"{name}|{target}": spec for name, spec in models.items() for target in nb.get("targets") or []}
-    arms.update({f"{name}|{p}|{v}": models[name] for name in twins for p in range(3) for v in range(2)})
+    candidates = nb.get("features", "all")
+    variants = 1 + (
+        1 if isinstance(candidates, str) else len(candidates)
+    )  # the id-only twin and each candidate
+    arms.update(
+        {f"{name}|{p}|{v}": models[name] for name in twins for p in range(3) for v in range(variants)}
+    )
     if twins:
         arms.update({f"ablation|{i}": models[twins[0]] for i in range(2 * (2 + 2 * groups))})
     return "07_features", arms, training
@@ -309,9 +316,11 @@ def _features_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, A
 
 def _tuning_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Notebook 08's trials: ``trials`` runs of every trained model, each at most ``epoch_cap`` epochs at the
-    longest input length its search space allows."""
+    longest input length its search space allows, and one final training per model with the comparison's
+    schedule (``training.num_epochs``)."""
     tuning, training = nb.get("tuning") or {}, dict(nb.get("training") or {})
     models, spaces = nb.get("models") or {}, tuning.get("spaces") or {}
+    schedule = int(training.get("num_epochs", 1))
     arms = {}
     for name, spec in models.items():
         lengths = (spaces.get(name) or {}).get("maxlen")
@@ -319,6 +328,7 @@ def _tuning_arms(nb: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any
         arms.update(
             {f"{name}|{i}": {**(spec or {}), "maxlen": longest} for i in range(int(tuning.get("trials", 0)))}
         )
+        arms[f"{name}|final"] = {**(spec or {}), "maxlen": longest, "num_epochs": max(schedule, 1)}
     training["num_epochs"] = int(tuning.get("epoch_cap", training.get("num_epochs", 1)))
     return "08_tuning", arms, training
 
