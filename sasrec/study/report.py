@@ -396,12 +396,13 @@ def tuning_findings(payload: dict[str, Any]) -> list[str]:
     kendall = comparison.get("kendall") or {}
     tau = kendall.get("kendall_tau")
     users = rows[0].get("users")
+    paired = any(r.get("best_high") is not None for r in rows[1:])  # absent from payloads before the headline
     return [
         f"Headline ranking, every model tuned with the same budget ({trials} Optuna trials per model, the default "
         f"configuration the first, selected on validation only), test ndcg@10: {order}.",
-        f"Paired ndcg@10 differences against the best tuned model {best} (test, {users} users): "
-        + (f"worse: {', '.join(below)}" if below else "no model is worse")
-        + (f"; not distinguishable: {', '.join(tied)}." if tied else "."),
+        *([f"Paired ndcg@10 differences against the best tuned model {best} (test, {users} users): "
+           + (f"worse: {', '.join(below)}" if below else "no model is worse")
+           + (f"; not distinguishable: {', '.join(tied)}." if tied else ".")] if paired else []),
         (f"Tuning beats the default configuration (paired interval above 0) for {', '.join(better)}" if better
          else "Tuning beats no default configuration beyond its paired interval")
         + (f"; it is below the default for {', '.join(worse)}" if worse else "")
