@@ -146,34 +146,14 @@ def _run_grid(
     objective: Callable[[Any], float],
 ) -> Any:
     """Open (or resume) the grid study in ``path``; run a trial for every point without a complete one."""
-    import optuna
-    from optuna.trial import TrialState
+    from sasrec.study.tuning import open_study, run_trial
 
-    from sasrec.study.tuning import fail_stale_trials
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    found = optuna.create_study(study_name=GRID_STUDY, storage=f"sqlite:///{path}", direction="maximize",
-                                sampler=_grid_sampler(space, seed), pruner=optuna.pruners.NopPruner(),
-                                load_if_exists=True)  # fmt: skip
-    settings = json.loads(json.dumps(settings))
-    stored = found.user_attrs.get("settings")
-    if stored is None:
-        found.set_user_attr("settings", settings)
-    elif stored != settings:
-        raise ConfigError(
-            f"{path}: study {GRID_STUDY} was run with other grid settings (grid, variants, training or seed); "
-            "remove the file (or use another models_dir) to run the grid again"
-        )
-    fail_stale_trials(found)
+    found = open_study(GRID_STUDY, f"sqlite:///{path}", settings,
+                       what="grid settings (grid, variants, training or seed)",
+                       sampler=_grid_sampler(space, seed))  # fmt: skip
     points = math.prod(len(values) for values in space.values())
     for _ in range(points - len(_complete(found))):
-        trial = found.ask()
-        try:
-            value = objective(trial)
-        except BaseException:
-            found.tell(trial, state=TrialState.FAIL)
-            raise
-        found.tell(trial, value)
+        run_trial(found, found.ask(), objective)
     return found
 
 

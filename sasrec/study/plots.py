@@ -792,6 +792,23 @@ __all__ = [
 
 
 # -------------------------------------------------------------------------------------------- tuning
+def _model_panels(
+    frame: pd.DataFrame, models: Sequence[str] | None, caller: str
+) -> tuple[list[str], Figure, np.ndarray]:
+    """The models to show (``models``, default every model of ``frame`` in order) and one panel each, three
+    to a row.
+
+    Raises:
+        ConfigError: no model to show (naming ``caller``).
+    """
+    names = list(models) if models is not None else list(dict.fromkeys(frame["model"]))
+    if not names:
+        raise ConfigError(f"{caller}: no model to show")
+    ncols = min(3, len(names))
+    fig, axes = _new_figure(math.ceil(len(names) / ncols), ncols, panel_size=(4.2, 3.2))
+    return names, fig, axes
+
+
 def plot_tuning_history(
     trials: pd.DataFrame, models: Sequence[str] | None = None, out: str | Path | None = None
 ) -> Figure:
@@ -803,12 +820,7 @@ def plot_tuning_history(
         models: the models to show, in order (default: every model of ``trials``).
     """
     eda.require_columns(trials, ["model", "number", "state", "value", "best_so_far"], "plot_tuning_history")
-    names = list(models) if models is not None else list(dict.fromkeys(trials["model"]))
-    if not names:
-        raise ConfigError("plot_tuning_history: no model to show")
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = _new_figure(nrows, ncols, panel_size=(4.2, 3.2))
+    names, fig, axes = _model_panels(trials, models, "plot_tuning_history")
     for ax, name in zip(axes.flat, names, strict=False):
         part = trials[trials["model"] == name].sort_values("number", kind="stable")
         complete = part[part["state"] == "COMPLETE"]
@@ -837,12 +849,7 @@ def plot_param_importance(
         models: the models to show, in order (default: every model of ``importance``).
     """
     eda.require_columns(importance, ["model", "param", "importance"], "plot_param_importance")
-    names = list(models) if models is not None else list(dict.fromkeys(importance["model"]))
-    if not names:
-        raise ConfigError("plot_param_importance: no model to show")
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = _new_figure(nrows, ncols, panel_size=(4.2, 3.2))
+    names, fig, axes = _model_panels(importance, models, "plot_param_importance")
     for ax, name in zip(axes.flat, names, strict=False):
         part = importance[importance["model"] == name].sort_values("importance", kind="stable")
         if part.empty:

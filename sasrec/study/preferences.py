@@ -389,6 +389,20 @@ def _cell(mean: float, low: float, high: float, signed: bool = False) -> str:
     return f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"
 
 
+def _interval_cell(values: pd.DataFrame, arm: str) -> str:
+    """``mean [low, high]`` of ``arm``'s row of a :func:`_metric` frame."""
+    return _cell(*values.loc[arm, ["mean", "low", "high"]].to_numpy(dtype=float))
+
+
+def _paired_cell(paired: pd.DataFrame, arm: str, metric: str) -> str:
+    """``+d [low, high] (p=...)``: ``arm``'s paired difference on ``metric`` ("" when it has none)."""
+    diff = paired[(paired["model"] == arm) & (paired["metric"] == metric)] if len(paired) else paired
+    if diff.empty:
+        return ""
+    interval = _cell(*diff[["difference", "low", "high"]].iloc[0].to_numpy(dtype=float), signed=True)
+    return f"{interval} (p={diff['p_value'].iloc[0]:.2g})"
+
+
 def target_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.DataFrame:
     """model x target: validation and test NDCG@K, the paired test difference against ``views`` (with its
     interval and p-value) and whether validation selects the target (the model's best validation NDCG@K)."""
@@ -397,13 +411,9 @@ def target_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.Dat
     valid, test = _metric(table, "valid:none", metric), _metric(table, "test:none", metric)
     rows = []
     for arm in arms.itertuples():
-        diff = paired[(paired["model"] == arm.arm) & (paired["metric"] == metric)] if len(paired) else paired
-        row = {"model": arm.model, "target": arm.target, f"valid {metric}": float(valid.loc[arm.arm, "mean"]),
-               f"test {metric}": _cell(*test.loc[arm.arm, ["mean", "low", "high"]].to_numpy(dtype=float)),
-               "vs views (test)": "" if diff.empty else
-               f"{_cell(*diff[['difference', 'low', 'high']].iloc[0].to_numpy(dtype=float), signed=True)} "
-               f"(p={diff['p_value'].iloc[0]:.2g})"}  # fmt: skip
-        rows.append(row)
+        rows.append({"model": arm.model, "target": arm.target, f"valid {metric}": float(valid.loc[arm.arm, "mean"]),
+                     f"test {metric}": _interval_cell(test, arm.arm),
+                     "vs views (test)": _paired_cell(paired, arm.arm, metric)})  # fmt: skip
     out = pd.DataFrame(rows)
     best = out.groupby("model", sort=False)[f"valid {metric}"].transform("max")
     out["selected"] = np.where(out[f"valid {metric}"] == best, "yes", "")
@@ -432,19 +442,8 @@ def twin_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.DataF
         for metric in (f"ndcg@{k}", f"hr@{k}"):
             values = _metric(table, task, metric)
             for variant in ("ids", "features"):
-                arm = f"{model}|{protocol}|{variant}"
-                row[f"{variant} {metric}"] = _cell(
-                    *values.loc[arm, ["mean", "low", "high"]].to_numpy(dtype=float)
-                )
-            diff = paired[(paired["model"] == f"{model}|{protocol}|features") & (paired["metric"] == metric)]
-            row[f"features - ids {metric}"] = (
-                ""
-                if diff.empty
-                else (
-                    f"{_cell(*diff[['difference', 'low', 'high']].iloc[0].to_numpy(dtype=float), signed=True)} "
-                    f"(p={diff['p_value'].iloc[0]:.2g})"
-                )
-            )
+                row[f"{variant} {metric}"] = _interval_cell(values, f"{model}|{protocol}|{variant}")
+            row[f"features - ids {metric}"] = _paired_cell(paired, f"{model}|{protocol}|features", metric)
         row["users"] = int(table[(table["task"] == task) & (table["metric"] == "users")
                                  & (table["model"] == f"{model}|{protocol}|ids")]["mean"].iloc[0])  # fmt: skip
         rows.append(row)
@@ -464,15 +463,10 @@ def candidate_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.
         return pd.DataFrame()
     rows = []
     for arm in candidates.itertuples():
-        values = _metric(table, f"test:{arm.protocol}", metric)
-        diff = paired[(paired["model"] == arm.arm) & (paired["metric"] == metric)] if len(paired) else paired
         rows.append({"model": arm.model, "protocol": PROTOCOL_NAMES[arm.protocol], "features": arm.features,
-                     f"selection {metric}": float(arm.selection_ndcg),
-                     "chosen": "yes" if arm.chosen else "",
-                     f"test {metric}": _cell(*values.loc[arm.arm, ["mean", "low", "high"]].to_numpy(dtype=float)),
-                     "features - ids (test)": "" if diff.empty else
-                     f"{_cell(*diff[['difference', 'low', 'high']].iloc[0].to_numpy(dtype=float), signed=True)} "
-                     f"(p={diff['p_value'].iloc[0]:.2g})"})  # fmt: skip
+                     f"selection {metric}": float(arm.selection_ndcg), "chosen": "yes" if arm.chosen else "",
+                     f"test {metric}": _interval_cell(_metric(table, f"test:{arm.protocol}", metric), arm.arm),
+                     "features - ids (test)": _paired_cell(paired, arm.arm, metric)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -483,9 +477,8 @@ def baseline_protocol_table(experiment: Experiment | dict[str, Any], k: int = 10
     for model, group in arms[arms["kind"] == "baseline"].groupby("model", sort=False):
         row = {"model": model}
         for arm in group.itertuples():
-            values = _metric(table, f"test:{arm.protocol}", f"ndcg@{k}")
-            row[PROTOCOL_NAMES[arm.protocol]] = _cell(
-                *values.loc[arm.arm, ["mean", "low", "high"]].to_numpy(dtype=float)
+            row[PROTOCOL_NAMES[arm.protocol]] = _interval_cell(
+                _metric(table, f"test:{arm.protocol}", f"ndcg@{k}"), arm.arm
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -497,13 +490,9 @@ def ablation_table(experiment: Experiment | dict[str, Any], k: int = 10) -> pd.D
     metric = f"ndcg@{k}"
     rows = []
     for arm in arms.itertuples():
-        values = _metric(table, f"test:{arm.protocol}", metric)
-        diff = paired[(paired["model"] == arm.arm) & (paired["metric"] == metric)] if len(paired) else paired
         rows.append({"protocol": PROTOCOL_NAMES[arm.protocol], "setting": arm.setting,
-                     f"test {metric}": _cell(*values.loc[arm.arm, ["mean", "low", "high"]].to_numpy(dtype=float)),
-                     "vs all": "" if diff.empty else
-                     f"{_cell(*diff[['difference', 'low', 'high']].iloc[0].to_numpy(dtype=float), signed=True)} "
-                     f"(p={diff['p_value'].iloc[0]:.2g})"})  # fmt: skip
+                     f"test {metric}": _interval_cell(_metric(table, f"test:{arm.protocol}", metric), arm.arm),
+                     "vs all": _paired_cell(paired, arm.arm, metric)})  # fmt: skip
     return pd.DataFrame(rows)
 
 

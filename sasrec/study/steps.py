@@ -163,6 +163,30 @@ def shared_fit_on(configs: Iterable[TrainConfig]) -> str:
     return policies.pop()
 
 
+def training_entry(result: Any, config: TrainConfig, cost: Any) -> dict[str, Any]:
+    """One model's entry of a training summary (``metrics/training.json``'s ``models``): the checkpoint to
+    evaluate, best epoch, epochs run, validation summary of the best epoch, seconds, peak memory, the
+    configuration and the digest of the events it was fit on.
+
+    Args:
+        result: the :class:`~sasrec.training.loop.TrainResult`.
+        config: the configuration it was trained with.
+        cost: the :func:`~sasrec.study.resources.measure` of its training.
+    """
+    return {
+        "checkpoint": str(result.checkpoint_path),
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
+        "stopped_early": bool(result.stopped_early),
+        "valid": {key: float(value) for key, value in result.best_valid.items()},
+        "seconds": round(cost.seconds, 1),
+        "peak_rss_gb": round(cost.peak_rss_gb, 2),
+        "config": config.to_dict(),
+        "fit_events": result.fit_events,
+    }
+
+
 def train_models(
     study: Study,
     data: PreparedData,
@@ -187,20 +211,8 @@ def train_models(
         config = TrainConfig.from_dict({**config.to_dict(), "progress": study.progress})
         with measure() as cost:
             result = train(data, config, out_dir=study.models_dir / f"{data.name}_{name}")
-        seconds = cost.seconds
         logs.append(result.log.assign(model=name))
-        summary[name] = {
-            "checkpoint": str(result.checkpoint_path),
-            "best_checkpoint": str(result.best_checkpoint),
-            "best_epoch": int(result.best_epoch),
-            "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
-            "stopped_early": bool(result.stopped_early),
-            "valid": result.best_valid,
-            "seconds": round(seconds, 1),
-            "peak_rss_gb": round(cost.peak_rss_gb, 2),
-            "config": config.to_dict(),
-            "fit_events": result.fit_events,
-        }
+        summary[name] = training_entry(result, config, cost)
     log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
     if len(log):
         log = log[["model", *[c for c in log.columns if c != "model"]]]

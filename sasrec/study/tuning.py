@@ -43,7 +43,7 @@ import pandas as pd
 from sasrec.data.contracts import PreparedData
 from sasrec.errors import ConfigError
 from sasrec.study.context import Study
-from sasrec.study.steps import model_configs
+from sasrec.study.steps import model_configs, training_entry
 from sasrec.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -276,6 +276,56 @@ def fail_stale_trials(optuna_study: Any) -> list[int]:
     return stale
 
 
+def open_study(
+    name: str,
+    storage: str,
+    settings: dict[str, Any],
+    *,
+    what: str = "tuning settings",
+    sampler: Any = None,
+    pruner: Any = None,
+) -> Any:
+    """Open (or create) Optuna study ``name`` in ``storage`` with its stored ``settings`` checked, and the
+    trials a killed process left running marked failed.
+
+    A stored study whose settings differ from ``settings`` would mix two searches, so it is refused in one line
+    naming the storage file and ``what`` differs.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                                pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)  # fmt: skip
+    plain = json.loads(json.dumps(settings))
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", plain)
+    elif stored != plain:
+        raise ConfigError(
+            f"{storage.removeprefix('sqlite:///')}: study {name} was run with other {what}; remove the file "
+            "(or use another models_dir) to run it again"
+        )
+    fail_stale_trials(study)
+    return study
+
+
+def run_trial(study: Any, trial: Any, objective: Callable[[Any], float]) -> None:
+    """Run ``objective`` on ``trial`` and tell the study its value (``PRUNED`` when it raised
+    :class:`optuna.TrialPruned`; ``FAIL``, re-raised, on any other exception or interruption)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        study.tell(trial, value)
+
+
 def run_study(
     name: str,
     storage: str,
@@ -288,8 +338,7 @@ def run_study(
 ) -> Any:
     """Open (or resume) study ``name`` and run trials until ``tuning.trials`` are finished; return it.
 
-    The stored settings (spaces, epoch cap, seed) must equal ``tuning``'s: a changed search would mix two
-    searches, so it is refused (one line naming the storage).
+    The stored settings (spaces, epoch cap, seed) must equal ``tuning``'s (:func:`open_study`).
 
     Args:
         first: the parameters of the first trial (the model's default configuration), enqueued until a
@@ -297,23 +346,11 @@ def run_study(
             configuration at least as good on validation as the default, and a kill during the first trial
             reruns it.
     """
-    import optuna
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = {**{k: v for k, v in tuning.settings().items() if k not in ("spaces", "trials")},
                 "space": tuning.settings()["spaces"].get(name, {})}  # fmt: skip
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)  # fmt: skip
-    stored = study.user_attrs.get("settings")
-    if stored is None:
-        study.set_user_attr("settings", json.loads(json.dumps(settings)))
-    elif stored != json.loads(json.dumps(settings)):
-        raise ConfigError(
-            f"{storage.removeprefix('sqlite:///')}: study {name} was run with other tuning settings; remove the file "
-            "(or use another models_dir) to search again"
-        )
-    fail_stale_trials(study)
+    study = open_study(name, storage, settings, pruner=pruner)
     while len(finished := _finished(study)) < tuning.trials:
         study.sampler = _sampler(tuning, len(finished))
         is_default = first is not None and not any(t.user_attrs.get("default") for t in finished)
@@ -322,15 +359,7 @@ def run_study(
         trial = study.ask()
         if is_default:
             trial.set_user_attr("default", True)
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            study.tell(trial, value)
+        run_trial(study, trial, objective)
         if after_trial is not None:
             after_trial(study)
     return study
@@ -418,18 +447,7 @@ def _train_trial(
     shutil.rmtree(folder, ignore_errors=True)
     with measure() as cost:
         result = train(data, config, out_dir=folder, on_epoch=report)
-    return {
-        "checkpoint": str(result.checkpoint_path),
-        "best_checkpoint": str(result.best_checkpoint),
-        "best_epoch": int(result.best_epoch),
-        "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
-        "stopped_early": bool(result.stopped_early),
-        "valid": {key: float(v) for key, v in result.best_valid.items()},
-        "seconds": round(cost.seconds, 1),
-        "peak_rss_gb": round(cost.peak_rss_gb, 2),
-        "config": config.to_dict(),
-        "fit_events": result.fit_events,
-    }
+    return training_entry(result, config, cost)
 
 
 def _keep_best(optuna_study: Any, folder: Path) -> None:
@@ -686,11 +704,9 @@ def _final_model(
     configuration is trained in notebook 03), so tuned and default differ only in the searched parameters.
 
     When that configuration equals the default's (the default trial won) and the default's checkpoint
-    exists, that checkpoint is the final model (deterministic under the seed).
+    exists, that checkpoint is the final model (deterministic under the seed); when the retrained
+    configuration scores below the default on validation, validation keeps the default.
     """
-    from sasrec.study.resources import measure
-    from sasrec.training.loop import train
-
     best = _best_trial(found)
     if best is None:
         raise ConfigError(
@@ -705,46 +721,20 @@ def _final_model(
         ) from None
     extra = {"trial": int(best.number), "default_trial": bool(best.user_attrs.get("default"))}
     reused = search.defaults.get(name) or {}
-    if (
-        reused
-        and _same_config(reused.get("config") or {}, cfg.to_dict())
-        and Path(str(reused.get("checkpoint", ""))).is_file()
-    ):
+    has_default = bool(reused) and Path(str(reused.get("checkpoint", ""))).is_file()
+    if has_default and _same_config(reused.get("config") or {}, cfg.to_dict()):
         return {**reused, **extra, "reused_default": True}
-    out = folder / "final"
-    shutil.rmtree(out, ignore_errors=True)
-    with measure() as cost:
-        result = train(search.data, cfg, out_dir=out)
+    final = _train_trial(search.data, cfg, folder / "final", None, search.k)
     metric = f"ndcg@{search.k}"
     default_valid = (reused.get("valid") or {}).get(metric)
-    if (
-        default_valid is not None
-        and Path(str(reused.get("checkpoint", ""))).is_file()
-        and float(result.best_valid.get(metric, -math.inf)) < float(default_valid)
-    ):
+    retrained = float(final["valid"].get(metric, -math.inf))
+    if has_default and default_valid is not None and retrained < float(default_valid):
         # Trained with the full schedule, the best trial falls below the default on validation: validation
         # keeps the default (the test split is still unread).
         logger.info("tuning: %s's best trial retrained scores %.4f < the default's %.4f on validation; default kept",
-                    name, float(result.best_valid.get(metric, math.nan)), float(default_valid))  # fmt: skip
-        return {
-            **reused,
-            **extra,
-            "reused_default": True,
-            "retrained_valid": float(result.best_valid[metric]),
-        }
-    return {
-        "checkpoint": str(result.checkpoint_path),
-        "best_checkpoint": str(result.best_checkpoint),
-        "best_epoch": int(result.best_epoch),
-        "epochs_run": int(result.log["epoch"].max()) if len(result.log) else 0,
-        "stopped_early": bool(result.stopped_early),
-        "valid": {key: float(v) for key, v in result.best_valid.items()},
-        "seconds": round(cost.seconds, 1),
-        "config": cfg.to_dict(),
-        "fit_events": result.fit_events,
-        **extra,
-        "reused_default": False,
-    }
+                    name, retrained, float(default_valid))  # fmt: skip
+        return {**reused, **extra, "reused_default": True, "retrained_valid": retrained}
+    return {**final, **extra, "reused_default": False}
 
 
 # --------------------------------------------------------------------------------------- comparison
@@ -969,8 +959,10 @@ __all__ = [
     "best_models",
     "fail_stale_trials",
     "importances",
+    "open_study",
     "parse_param",
     "run_study",
+    "run_trial",
     "storage_path",
     "trials_frame",
     "tune_models",
